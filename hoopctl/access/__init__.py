@@ -1,0 +1,1 @@
+"""Identities, tokens, grants and just-in-time approvals."""

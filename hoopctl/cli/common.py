@@ -1,0 +1,44 @@
+"""What every command shares: exit codes, one-line errors, JSON output."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from typing import Any, NoReturn
+
+import click
+
+EXIT_CLEAN = 0
+EXIT_FINDINGS = 1
+EXIT_ERROR = 2
+
+
+class HoopctlError(click.ClickException):
+    """A user-facing error: printed as one line, exit status 2."""
+
+    exit_code = EXIT_ERROR
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"hoopctl: error: {self.format_message()}", err=True)
+
+
+def fail(message: str) -> NoReturn:
+    raise HoopctlError(message)
+
+
+def _default(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    return str(obj)
+
+
+def print_json(payload: Any) -> None:
+    json.dump(payload, sys.stdout, default=_default, indent=None, separators=(",", ":"))
+    sys.stdout.write("\n")
+
+
+def on_tty() -> bool:
+    return sys.stdout.isatty()

@@ -1,0 +1,1 @@
+"""`make demo`: the seed story end to end on this one host, on embedded defaults."""

@@ -1,0 +1,1 @@
+"""Pure classification: bytes -> credential findings; snapshots -> tunnel and orphan findings. No I/O."""

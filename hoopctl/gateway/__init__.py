@@ -1,0 +1,1 @@
+"""The PostgreSQL L7 gateway: wire codec, server, auth, policy, masking, recording."""

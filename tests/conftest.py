@@ -1,0 +1,33 @@
+"""Shared fixtures: a real PostgreSQL for the whole run, and the root marker."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from hoopctl.localpg import LocalPostgres, PostgresUnavailable
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.geteuid() == 0:
+        return
+    skip = pytest.mark.skip(reason="needs root (CI runs as root)")
+    for item in items:
+        if "root" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory):
+    """A real PostgreSQL cluster, started once per test run."""
+    try:
+        pg = LocalPostgres.start(tmp_path_factory.mktemp("pg"))
+    except PostgresUnavailable as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(str(exc))
+    try:
+        yield pg
+    finally:
+        pg.stop()
