@@ -16,6 +16,11 @@ COMMANDS: dict[str, str] = {
     "gateway": "hoopctl.cli.gateway:gateway",
     "token": "hoopctl.cli.token:token",
     "sessions": "hoopctl.cli.sessions:sessions",
+    "access": "hoopctl.cli.access:access",
+    "agent": "hoopctl.cli.agent:agent",
+    "tunnels": "hoopctl.cli.tunnels:tunnels",
+    "procs": "hoopctl.cli.procs:procs",
+    "quarantine": "hoopctl.cli.quarantine:quarantine",
 }
 
 
