@@ -3,7 +3,7 @@
 # As root it installs what is missing; otherwise it names what is missing and carries on:
 # tests that need a missing piece skip with a reason.
 set -euo pipefail
-packages=(python3-venv postgresql pgbouncer openssh-server openssh-client procps)
+packages=(python3-venv postgresql pgbouncer openssh-server openssh-client procps socat autossh)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
