@@ -1,0 +1,134 @@
+"""The shared false-positive filter: documented examples, placeholders, hashes, UUIDs, code references.
+
+Specific rules (a token with a vendor prefix) only go through the example and placeholder checks;
+generic rules (`password = ...`) also go through the shape checks, since a hex digest or a UUID
+next to the word "token" is far more often an id or a checksum than a credential.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+
+#: Keys published in vendor documentation; they appear in countless READMEs and tests.
+KNOWN_EXAMPLES = frozenset(
+    {
+        "AKIAIOSFODNN7EXAMPLE",
+        "AKIAI44QH8DHBEXAMPLE",
+        "ASIAIOSFODNN7EXAMPLE",
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY",
+        "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+        "sk_test_4eC39HqLyjWDarjtT1zdp7dc",
+        "pk_test_TYooMQauvdEDq54NiTphI7jx",
+        "sk_test_BQokikJOvBiI2HlWgH4olfQ2",
+        "xoxb-not-a-real-token-this-will-not-work",
+        "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",
+        "AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe",
+        "gho_16C7e42F292c6912E7710c838347Ae178B4a",
+        "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==",
+    }
+)
+
+_PLACEHOLDER_WORDS = re.compile(
+    r"""(?ix)
+    changeme | change[_-]me | replace[_-]?me | your[_-]?(?:own[_-]?)?(?:api[_-]?)?
+    (?:token|key|secret|password|pass|pwd)(?:[_-]?here)? | placeholder | redacted | dummy | example
+    | sample | insert[_-]?(?:your|here) | fixme | todo | [xX]{4} | \*\*\* | \.\.\. | \#\#\# | not[_-]?a[_-]?real
+    | fake[_-]?(?:token|key|secret|password) | secret[_-]?here | token[_-]?here | password[_-]?here
+    | ^(?:password|passwd|secret|token|none|null|nil|undefined|true|false|test|testing|admin|root|default|
+         pass|string|str|value|your|empty|required|optional|unknown|hidden|masked)$
+    """
+)
+
+# Templating and variable references: the value is a pointer to the secret, not the secret.
+_REFERENCE = re.compile(
+    r"""(?x)
+    ^\$\{?[A-Za-z_][A-Za-z0-9_]*\}?$          # $VAR ${VAR}
+    | \$\{[^}]*\}                             # ${VAR:-default}, ${{ secrets.X }}
+    | \{\{.*\}\}                              # jinja / helm / GitHub expressions
+    | \{%.*%\}
+    | ^<[^>]*>$ | <[A-Za-z_ -]{2,}>           # <token>, <your password>
+    | %\([A-Za-z_]+\)s | ^%[sd]$ | ^\{[A-Za-z_0-9]*\}$
+    | ^\$\( | ^`                              # command substitution
+    | ^(?:env|vault|secret|ref|op|awssm|gcpsm|azkv|file|sops)[:+]//?
+    | ^(?:os\.environ|os\.getenv|getenv|process\.env|ENV\[|System\.getenv|env\()
+    """
+)
+
+_CODE_REFERENCE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:(?:\.|::|->)[A-Za-z_][A-Za-z0-9_]*)+(?:\(\))?$")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z_]*$")
+_HEX = re.compile(r"^(?:0x)?[0-9a-fA-F]+$")
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_HASH_CONTEXT = re.compile(
+    r"(?i)integrity|sha(?:1|224|256|384|512)|md5|checksum|digest|--hash|\bhash\b|etag|commit|\brev(?:ision)?\b"
+)
+_SEQUENCES = ("0123456789", "abcdefghijklmnopqrstuvwxyz", "qwertyuiop", "asdfghjkl")
+
+
+def shannon_entropy(value: str) -> float:
+    """Bits per character; random base62 sits near 5.7, English words near 3, `aaaa` at 0."""
+    if not value:
+        return 0.0
+    n = len(value)
+    return -sum(c / n * math.log2(c / n) for c in Counter(value).values())
+
+
+def is_known_example(value: str) -> bool:
+    return value in KNOWN_EXAMPLES or "EXAMPLE" in value
+
+
+def is_placeholder(value: str) -> bool:
+    """Empty, templated, masked or obviously made-up values."""
+    v = value.strip()
+    if len(v) < 4:
+        return True
+    if _REFERENCE.search(v) or _PLACEHOLDER_WORDS.search(v):
+        return True
+    if len(set(v.lower())) <= 3:
+        return True
+    low = v.lower()
+    return any(seq[:8] in low for seq in _SEQUENCES)
+
+
+def is_hash_or_id(value: str) -> bool:
+    """Hex digests, git SHAs and UUIDs: identifiers, not credentials."""
+    if _UUID.match(value):
+        return True
+    return bool(_HEX.match(value)) and len(value.removeprefix("0x")) in (
+        7,
+        8,
+        12,
+        16,
+        32,
+        40,
+        56,
+        64,
+        96,
+        128,
+    )
+
+
+def is_code_reference(value: str) -> bool:
+    """`settings.DB_PASSWORD`, `DEFAULT_TOKEN`, `self.token`: code naming a secret held elsewhere."""
+    return bool(_CODE_REFERENCE.match(value) or _IDENT.match(value))
+
+
+def has_hash_context(line: str) -> bool:
+    return bool(_HASH_CONTEXT.search(line))
+
+
+def rejects(value: str, *, generic: bool, line: str = "") -> bool:
+    """True when a candidate secret is a known false-positive class."""
+    if is_known_example(value) or is_placeholder(value):
+        return True
+    if not generic:
+        return False
+    if is_code_reference(value):
+        return True
+    if is_hash_or_id(value):
+        return True
+    return bool(_HEX.match(value) or value.startswith(("sha512-", "sha256-", "sha1-"))) and has_hash_context(
+        line
+    )
