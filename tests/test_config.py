@@ -20,7 +20,7 @@ def test_error_names_file_key_and_problem(tmp_path):
 
 
 def test_yaml_syntax_error_is_one_line_with_line_number(tmp_path):
-    with pytest.raises(ConfigError, match=r"gw.yaml: line 3: expected):
+    with pytest.raises(ConfigError, match=r"gw.yaml: line 3: expected"):
         load_yaml(write(tmp_path, "a: 1\nb: [unclosed\n"))
 
 
