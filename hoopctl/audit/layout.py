@@ -1,0 +1,50 @@
+"""Where recordings live on disk, and how to open them without following symlinks.
+
+    DIR/ledger.jsonl           one hash chain over every session's start and end
+    DIR/sessions/<id>.jsonl    one hash chain per session (start, statements, end)
+    DIR/recorders/<id>.lock    held (flock) by a live recorder; a free one marks a dead
+                               recorder whose open sessions may be sealed
+
+One file per session keeps concurrent sessions from contending on a lock for every
+statement; only session starts and ends go through the shared, locked ledger.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+LEDGER = "ledger.jsonl"
+SESSIONS = "sessions"
+RECORDERS = "recorders"
+SUFFIX = ".jsonl"
+DEFAULT_DIR = Path("/var/lib/hoopctl/recordings")
+ENV_DIR = "HOOPCTL_RECORDINGS"
+ENV_KEY_FILE = "HOOPCTL_RECORDINGS_KEY_FILE"
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def open_dir(path: Path | str, *, dir_fd: int | None = None, create: bool = False) -> int:
+    """Open a directory without following a symlink at its last component.
+
+    With ``create``, make it (mode 0700) if missing. Raises OSError.
+    """
+    if create:
+        try:
+            os.mkdir(path, 0o700, dir_fd=dir_fd)
+        except FileExistsError:
+            pass
+    return os.open(path, _DIR_FLAGS, dir_fd=dir_fd)
+
+
+def session_file(sid: str) -> str:
+    return sid + SUFFIX
+
+
+def resolve_dir(option: str | Path | None) -> Path:
+    """The recordings directory: the option, else $HOOPCTL_RECORDINGS, else the default."""
+    if option:
+        return Path(option)
+    env = os.environ.get(ENV_DIR)
+    return Path(env) if env else DEFAULT_DIR

@@ -1,0 +1,672 @@
+"""Writing session recordings: one hash-chained file per session, a shared ledger.
+
+The gateway calls ``SessionRecording.statement()`` before it forwards a statement;
+it returns only once the record has been handed to the kernel with write(2), so a
+gateway killed right after cannot lose the record of a statement it forwarded.
+Durability against power loss follows the fsync policy:
+
+- ``always``: fsync before statement() returns;
+- ``batch`` (default): a background thread fsyncs dirty files every ``interval_ms``
+  (group commit); a power cut loses at most that window;
+- ``os``: left to the kernel, except at session end, which is always fsynced.
+
+Any failure to write raises ``RecordingError``: the caller must refuse the
+statement (no record, no forwarding). A session whose write failed stays failed.
+
+One SessionRecording belongs to one connection and is not thread-safe; the
+Recorder itself may be used from several threads. Several recorders (processes)
+may share one directory: the ledger is appended under flock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import functools
+import json
+import logging
+import math
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from hoopctl.audit import layout
+from hoopctl.audit.chain import (
+    GENESIS,
+    RESERVED,
+    ChainChecker,
+    ChainError,
+    encode_fields,
+    encode_str,
+    json_default,
+    parse_line,
+    seal,
+)
+from hoopctl.audit.ids import new_id
+
+log = logging.getLogger(__name__)
+
+FsyncPolicy = Literal["always", "batch", "os"]
+POLICIES = ("always", "batch", "os")
+_START_FIELDS = frozenset({"sid", "identity", "chain", "client", "resource", "role", "recorder", "fsync"})
+_FILE_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_LOCK_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_dumps = functools.partial(
+    json.dumps, separators=(",", ":"), ensure_ascii=True, allow_nan=False, default=json_default
+)
+_time = time.time
+_mono = time.monotonic
+
+
+class RecordingError(RuntimeError):
+    """A record could not be written (or made durable): refuse what it was for."""
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        if n <= 0:  # pragma: no cover - write(2) on a regular file returns >0 or raises
+            raise OSError(errno.EIO, "short write")
+        view = view[n:]
+
+
+class Ledger:
+    """The shared chain of session starts and ends, appended under flock."""
+
+    def __init__(self, dir_fd: int, key: bytes | None) -> None:
+        self._fd = os.open(
+            layout.LEDGER,
+            os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600,
+            dir_fd=dir_fd,
+        )
+        self._key = key
+        self._lock = threading.Lock()
+        self._size = -1
+        self._prev = GENESIS
+        self._seq = 0
+        self.dirty = False
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[Ledger]:
+        """Hold the ledger (threads and processes) and bring the tail up to date."""
+        with self._lock:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                self._sync_tail()
+                yield self
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _sync_tail(self) -> None:
+        size = os.fstat(self._fd).st_size
+        if size == self._size:
+            return
+        if size == 0:
+            self._prev, self._seq, self._size = GENESIS, 0, 0
+            return
+        window = 4096
+        while True:
+            start = max(0, size - window)
+            tail = os.pread(self._fd, size - start, start)
+            if not tail.endswith(b"\n"):
+                raise RecordingError("the ledger ends with a partial record; run `hoopctl sessions verify`")
+            cut = tail.rfind(b"\n", 0, len(tail) - 1)
+            if cut >= 0 or start == 0:
+                break
+            window *= 4
+        try:
+            last = parse_line(tail[cut + 1 : -1])
+        except ChainError as exc:
+            raise RecordingError(
+                f"the ledger's last record is damaged ({exc}); run `hoopctl sessions verify`"
+            ) from None
+        self._prev, self._seq, self._size = last.hash, int(last.record["seq"]) + 1, size
+
+    def append(self, kind: str, fields: dict[str, Any]) -> str:
+        """Append one record; call inside ``locked()``. Returns its hash."""
+        body = encode_fields(
+            {"seq": self._seq, "ts": round(_time(), 6), "prev": self._prev, "kind": kind, **fields}
+        )
+        line, digest = seal(body, self._key)
+        try:
+            _write_all(self._fd, line)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)
+            raise RecordingError(f"cannot write the recordings ledger: {_why(exc)}") from exc
+        self._size += len(line)
+        self._prev, self._seq = digest, self._seq + 1
+        self.dirty = True
+        return digest
+
+    def read_all(self) -> list[dict[str, Any]]:
+        """Every readable record so far (for recovery; verification is the reader's job)."""
+        out = []
+        data = os.pread(self._fd, max(self._size, 0), 0)
+        for raw in data.split(b"\n"):
+            with contextlib.suppress(ChainError):
+                out.append(parse_line(raw).record)
+        return out
+
+    def fsync(self) -> None:
+        self.dirty = False
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+class SessionRecording:
+    """The recording of one session. Not thread-safe: one connection, one task."""
+
+    __slots__ = (
+        "sid",
+        "_recorder",
+        "_fd",
+        "_prev",
+        "_seq",
+        "_size",
+        "_t0",
+        "_always",
+        "_dirty",
+        "_error",
+        "_sync_lock",
+        "_stmts",
+        "_refused",
+        "_first",
+        "_closed",
+    )
+
+    def __init__(self, recorder: Recorder, sid: str, fd: int, t0: float) -> None:
+        self.sid = sid
+        self._recorder = recorder
+        self._fd = fd
+        self._prev = GENESIS
+        self._seq = 0
+        self._size = 0
+        self._t0 = t0
+        self._always = recorder.fsync == "always"
+        self._dirty = False
+        self._error: BaseException | None = None
+        self._sync_lock = threading.Lock()
+        self._stmts = 0
+        self._refused = 0
+        self._first = ""
+        self._closed = False
+
+    # -- the hot path -------------------------------------------------------------
+
+    def _append(self, body: bytes) -> str:
+        if self._error is not None:
+            raise RecordingError(f"session {self.sid}: recording failed earlier ({self._error})")
+        line, digest = seal(body)
+        try:
+            n = os.write(self._fd, line)
+            if n != len(line):
+                _write_all(self._fd, line[n:])
+            if self._always:
+                os.fsync(self._fd)
+        except OSError as exc:
+            self._fail(exc)
+        self._dirty = True
+        self._prev = digest
+        self._seq += 1
+        self._size += len(line)
+        return digest
+
+    def _fail(self, exc: OSError) -> None:
+        # Cut a partly written record off, so that what is on disk stays a valid chain.
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd, self._size)
+        self._error = exc
+        log.error("recording of session %s failed: %s", self.sid, _why(exc))
+        raise RecordingError(f"session {self.sid}: cannot write the recording: {_why(exc)}") from exc
+
+    def statement(
+        self,
+        text: str,
+        params: list[Any] | None,
+        allowed: bool,
+        rule: str | None,
+        protocol: Literal["simple", "extended"],
+    ) -> int:
+        """Record a statement (before it is forwarded). Returns the handle for result()."""
+        if self._closed:
+            raise RecordingError(f"session {self.sid}: recording already closed")
+        seq = self._seq
+        if params is None:
+            p = "null"
+        else:
+            try:
+                p = _dumps(params)
+            except (TypeError, ValueError) as exc:
+                raise RecordingError(f"session {self.sid}: cannot encode parameters: {exc}") from None
+        body = (
+            f'{{"seq":{seq},"ts":{_time():.6f},"t":{_mono() - self._t0:.6f},"prev":"{self._prev}",'
+            f'"kind":"stmt","text":{encode_str(text)},"params":{p},'
+            f'"allowed":{"true" if allowed else "false"},"rule":{"null" if rule is None else encode_str(rule)},'
+            f'"proto":{encode_str(protocol)}}}'
+        ).encode("ascii")
+        self._append(body)
+        self._stmts += 1
+        if not allowed:
+            self._refused += 1
+        return seq
+
+    def result(
+        self, h: int, duration_ms: float, rows: int | None, error: str | None, masked: int = 0
+    ) -> None:
+        """Record how statement ``h`` ended: time taken, rows, error, masked values."""
+        if self._closed:
+            raise RecordingError(f"session {self.sid}: recording already closed")
+        ms = f"{duration_ms:.3f}" if math.isfinite(duration_ms) else "null"
+        body = (
+            f'{{"seq":{self._seq},"ts":{_time():.6f},"t":{_mono() - self._t0:.6f},"prev":"{self._prev}",'
+            f'"kind":"result","stmt":{int(h)},"ms":{ms},"rows":{"null" if rows is None else int(rows)},'
+            f'"error":{"null" if error is None else encode_str(error)},"masked":{int(masked)}}}'
+        ).encode("ascii")
+        self._append(body)
+
+    def event(self, kind: str, **fields: Any) -> None:
+        """Record something that happened in the session: an access request or approval
+        (give its id, so the ledger's record of the decision can be found), a grant
+        expiring, a token chain re-checked, an auth failure..."""
+        if self._closed:
+            raise RecordingError(f"session {self.sid}: recording already closed")
+        clash = (RESERVED | {"event"}) & fields.keys()
+        if clash:
+            raise ValueError(f"event fields may not be named {sorted(clash)}")
+        self._append(self._body("event", {"event": kind, **fields}))
+
+    def _body(self, kind: str, fields: dict[str, Any]) -> bytes:
+        try:
+            return encode_fields(
+                {
+                    "seq": self._seq,
+                    "ts": round(_time(), 6),
+                    "t": round(_mono() - self._t0, 6),
+                    "prev": self._prev,
+                    "kind": kind,
+                    **fields,
+                }
+            )
+        except (TypeError, ValueError) as exc:
+            raise RecordingError(f"session {self.sid}: cannot encode record: {exc}") from None
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def fsync(self) -> None:
+        """Make everything written so far durable (the batch thread calls this)."""
+        with self._sync_lock:
+            if self._fd < 0 or not self._dirty:
+                return
+            self._dirty = False
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                self._error = exc
+                log.error("fsync of session %s failed: %s", self.sid, _why(exc))
+
+    @property
+    def statements(self) -> int:
+        return self._stmts
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self, reason: str = "closed") -> None:
+        """Write the end record, fsync, and seal the session in the ledger.
+
+        The file is closed whatever happens; RecordingError if the end could not be
+        made durable (the gateway logs it: the statements are already recorded).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        problem: BaseException | None = None
+        try:
+            self._append(
+                self._body(
+                    "end",
+                    {
+                        "reason": reason,
+                        "statements": self._stmts,
+                        "refused": self._refused,
+                        "duration": round(_mono() - self._t0, 6),
+                    },
+                )
+            )
+        except RecordingError as exc:
+            problem = exc
+        with self._sync_lock:
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                problem = problem or exc
+            os.close(self._fd)
+            self._fd = -1
+        try:
+            self._recorder._seal(self, problem)
+        except RecordingError as exc:
+            problem = problem or exc
+        if problem is not None:
+            raise RecordingError(f"session {self.sid}: end not recorded durably: {problem}")
+
+
+class Recorder:
+    """Opens session recordings in one directory and keeps them durable."""
+
+    def __init__(
+        self,
+        dir: Path | str,
+        fsync: FsyncPolicy = "batch",
+        interval_ms: int = 5,
+        key: bytes | None = None,
+    ) -> None:
+        if fsync not in POLICIES:
+            raise ValueError(f"fsync policy must be one of {', '.join(POLICIES)}, not {fsync!r}")
+        if interval_ms <= 0:
+            raise ValueError("interval_ms must be positive")
+        self.dir = Path(dir)
+        self.fsync = fsync
+        self.interval = interval_ms / 1000
+        self.id = new_id()
+        self._key = key
+        self._open: dict[str, SessionRecording] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._sessions_dirty = False
+        fds: list[int] = []
+        try:
+            os.makedirs(self.dir, mode=0o700, exist_ok=True)
+            self._dfd = layout.open_dir(self.dir)
+            fds.append(self._dfd)
+            self._sdfd = layout.open_dir(layout.SESSIONS, dir_fd=self._dfd, create=True)
+            fds.append(self._sdfd)
+            self._rdfd = layout.open_dir(layout.RECORDERS, dir_fd=self._dfd, create=True)
+            fds.append(self._rdfd)
+            self._lockfd = os.open(self.id + ".lock", _LOCK_FLAGS, 0o600, dir_fd=self._rdfd)
+            fds.append(self._lockfd)
+            fcntl.flock(self._lockfd, fcntl.LOCK_EX)
+            self._ledger = Ledger(self._dfd, key)
+        except OSError as exc:
+            for fd in fds:
+                os.close(fd)
+            raise RecordingError(f"cannot open recordings directory {self.dir}: {_why(exc)}") from exc
+        try:
+            with self._ledger.locked() as ledger:
+                ledger.append(
+                    "recorder", {"recorder": self.id, "pid": os.getpid(), "host": socket.gethostname()}
+                )
+                self._recover(ledger)
+            self._sync_dirs()
+        except BaseException:
+            self._release()
+            raise
+        if fsync == "batch":
+            self._thread = threading.Thread(
+                target=self._sync_loop, name="hoopctl-recorder-fsync", daemon=True
+            )
+            self._thread.start()
+
+    # -- sessions -----------------------------------------------------------------
+
+    def open_session(
+        self,
+        identity: str,
+        chain: tuple[str, ...] | list[Any],
+        client_addr: str,
+        resource: str,
+        role: str,
+        **extra: Any,
+    ) -> SessionRecording:
+        """Create the session's file, write its start record, and register it in the ledger.
+
+        ``chain`` is the token chain from the root credential to this caller
+        (job -> helper); ``extra`` adds fields to the start record.
+        """
+        if self._closed:
+            raise RecordingError("recorder is closed")
+        clash = (RESERVED | _START_FIELDS) & extra.keys()
+        if clash:
+            raise ValueError(f"extra start fields may not be named {sorted(clash)}")
+        t0 = _mono()
+        for _ in range(5):
+            sid = new_id()
+            try:
+                fd = os.open(layout.session_file(sid), _FILE_FLAGS, 0o600, dir_fd=self._sdfd)
+                break
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise RecordingError(f"cannot create a session recording in {self.dir}: {_why(exc)}") from exc
+        else:  # pragma: no cover - 5 collisions of 25 random bits in one millisecond
+            raise RecordingError("cannot allocate a session id")
+        rec = SessionRecording(self, sid, fd, t0)
+        start = {
+            "sid": sid,
+            "identity": identity,
+            "chain": list(chain),
+            "client": client_addr,
+            "resource": resource,
+            "role": role,
+            "recorder": self.id,
+            "fsync": self.fsync,
+            **extra,
+        }
+        try:
+            # File first, then ledger: a crash in between leaves a one-record orphan,
+            # which verify reports as a warning; never a ledger entry without a file.
+            rec._first = rec._append(rec._body("start", start))
+            if self._always():
+                os.fsync(self._sdfd)
+            with self._ledger.locked() as ledger:
+                ledger.append(
+                    "open",
+                    {
+                        "sid": sid,
+                        "recorder": self.id,
+                        "first": rec._first,
+                        "identity": identity,
+                        "resource": resource,
+                        "role": role,
+                    },
+                )
+            if self._always():
+                self._ledger.fsync()
+        except (OSError, RecordingError) as exc:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(layout.session_file(sid), dir_fd=self._sdfd)
+            if isinstance(exc, RecordingError):
+                raise
+            raise RecordingError(f"cannot record session start: {_why(exc)}") from exc
+        self._sessions_dirty = True
+        with self._lock:
+            self._open[sid] = rec
+        return rec
+
+    def _always(self) -> bool:
+        return self.fsync == "always"
+
+    def _seal(self, rec: SessionRecording, problem: BaseException | None) -> None:
+        with self._lock:
+            self._open.pop(rec.sid, None)
+        fields: dict[str, Any] = {
+            "sid": rec.sid,
+            "records": rec._seq,
+            "last": rec._prev,
+            "statements": rec._stmts,
+            "refused": rec._refused,
+        }
+        if problem is not None:
+            fields["problem"] = str(problem)
+        with self._ledger.locked() as ledger:
+            ledger.append("close", fields)
+        try:
+            os.fsync(self._sdfd)
+            self._ledger.fsync()
+        except OSError as exc:
+            raise RecordingError(f"cannot fsync the recordings ledger: {_why(exc)}") from exc
+
+    def event(self, kind: str, **fields: Any) -> str:
+        """Record an event outside any session (an access request, an approval, a
+        revocation...) in the ledger. Returns the record's hash, which a session
+        event can cite to link the two."""
+        clash = (RESERVED | {"event"}) & fields.keys()
+        if clash:
+            raise ValueError(f"event fields may not be named {sorted(clash)}")
+        try:
+            with self._ledger.locked() as ledger:
+                digest = ledger.append("event", {"event": kind, **fields})
+            if self._always():
+                self._ledger.fsync()
+        except (TypeError, ValueError) as exc:
+            raise RecordingError(f"cannot encode event: {exc}") from None
+        except OSError as exc:
+            raise RecordingError(f"cannot record event: {_why(exc)}") from exc
+        return digest
+
+    # -- durability ---------------------------------------------------------------
+
+    def _sync_dirs(self) -> None:
+        os.fsync(self._sdfd)
+        os.fsync(self._dfd)
+        self._ledger.fsync()
+
+    def _sync_loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sync()
+
+    def sync(self) -> None:
+        """fsync every file written since the last call (the group commit)."""
+        with self._lock:
+            sessions = list(self._open.values())
+        for rec in sessions:
+            rec.fsync()
+        try:
+            if self._sessions_dirty:
+                self._sessions_dirty = False
+                os.fsync(self._sdfd)
+            if self._ledger.dirty:
+                self._ledger.fsync()
+        except OSError as exc:  # the sessions' own fsyncs carry the failure to callers
+            log.error("fsync of the recordings directory failed: %s", _why(exc))
+
+    # -- recovery -----------------------------------------------------------------
+
+    def _recover(self, ledger: Ledger) -> None:
+        """Seal sessions left open by recorders that are gone (crashed or killed)."""
+        owner: dict[str, str] = {}
+        for rec in ledger.read_all():
+            kind, sid = rec.get("kind"), rec.get("sid")
+            if kind == "open" and isinstance(sid, str):
+                owner[sid] = str(rec.get("recorder"))
+            elif kind in ("close", "recover"):
+                owner.pop(sid, None)
+        alive: dict[str, bool] = {}
+        for sid, rid in owner.items():
+            if rid not in alive:
+                alive[rid] = self._recorder_alive(rid)
+            if not alive[rid]:
+                ledger.append("recover", {"sid": sid, "recorder": rid, "by": self.id, **self._scan(sid)})
+                log.warning("sealed session %s left open by recorder %s", sid, rid)
+        for rid, live in alive.items():
+            if not live:
+                with contextlib.suppress(OSError):
+                    os.unlink(rid + ".lock", dir_fd=self._rdfd)
+
+    def _recorder_alive(self, rid: str) -> bool:
+        try:
+            fd = os.open(rid + ".lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._rdfd)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+    def _scan(self, sid: str) -> dict[str, Any]:
+        """What a dead recorder left of a session: valid records, last hash, torn tail."""
+        try:
+            fd = os.open(
+                layout.session_file(sid), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._sdfd
+            )
+        except OSError as exc:
+            return {"records": 0, "last": None, "missing": True, "problem": _why(exc)}
+        try:
+            with os.fdopen(fd, "rb") as f:
+                data = f.read()
+        except OSError as exc:
+            return {"records": 0, "last": None, "problem": _why(exc)}
+        checker = ChainChecker()
+        lines = data.split(b"\n")
+        torn = lines.pop()  # after the last newline: empty, or what a crash cut short
+        out: dict[str, Any] = {}
+        for raw in lines:
+            try:
+                checker.check(raw)
+            except ChainError as exc:
+                out["problem"] = f"seq {checker.seq}: {exc}"
+                break
+        out.update(records=checker.seq, last=checker.prev if checker.seq else None, torn=len(torn))
+        return out
+
+    # -- shutdown -----------------------------------------------------------------
+
+    def close(self) -> None:
+        """End every open session, fsync everything, stop the batch thread."""
+        if self._closed:
+            return
+        self._closed = True
+        with self._lock:
+            sessions = list(self._open.values())
+        problems = []
+        for rec in sessions:
+            try:
+                rec.close("recorder-closed")
+            except RecordingError as exc:
+                problems.append(str(exc))
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        try:
+            with self._ledger.locked() as ledger:
+                ledger.append("recorder-stop", {"recorder": self.id})
+            self._sync_dirs()
+        except (OSError, RecordingError) as exc:
+            problems.append(str(exc))
+        self._release()
+        if problems:
+            raise RecordingError("; ".join(problems))
+
+    def _release(self) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self.id + ".lock", dir_fd=self._rdfd)
+        self._ledger.close()
+        for fd in (self._lockfd, self._rdfd, self._sdfd, self._dfd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
