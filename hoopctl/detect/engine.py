@@ -4,6 +4,7 @@ around their keyword hits, then structured parsers chosen by path, then filters,
 
 from __future__ import annotations
 
+import bisect
 import logging
 import re
 import threading
@@ -21,6 +22,9 @@ log = logging.getLogger(__name__)
 
 #: How far past a keyword a multi-line (`scope: file`) rule may read, e.g. a PEM key body.
 FILE_SCOPE_WINDOW = 64 * 1024
+#: Lines longer than this (minified code, blobs) are only searched in a window around each keyword.
+LONG_LINE = 4096
+WINDOW_BEFORE, WINDOW_AFTER = 256, 2048
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +35,7 @@ class Candidate:
     start: int
     end: int
     secret: str
+    key_start: int = -1  # where the name in `name = value` begins, for generic rules
 
 
 def _lower_severity(sev: str) -> str:
@@ -102,8 +107,12 @@ class Detector:
                 cur_end = text.find("\n", end_idx)
                 if cur_end < 0:
                     cur_end = len(text)
+            if cur_end - cur_start > LONG_LINE:
+                region = (max(cur_start, end_idx - WINDOW_BEFORE), min(cur_end, end_idx + WINDOW_AFTER))
+            else:
+                region = (cur_start, cur_end)
             for i in rule_idx:
-                spans.setdefault(i, set()).add((cur_start, cur_end))
+                spans.setdefault(i, set()).add(region)
         out: list[Candidate] = []
         for i, lines in spans.items():
             rule = self._pattern_rules[i]
@@ -112,12 +121,14 @@ class Detector:
             if rule.scope == "file":
                 regions = _merge([(s, min(len(text), s + FILE_SCOPE_WINDOW)) for s, _ in lines])
             else:
-                regions = sorted(lines)
+                regions = _merge(list(lines))
+            has_key = "key" in pat.groupindex
             for s, e in regions:
                 for m in pat.finditer(text, s, e):
                     a, b = m.span("secret")
                     if b > a:
-                        out.append(Candidate(rule, a, b, m.group("secret")))
+                        ks = _name_start(text, m.start("key")) if has_key else -1
+                        out.append(Candidate(rule, a, b, m.group("secret"), ks))
         return out
 
     def _finish(self, text: str, cands: list[Candidate]) -> list[Match]:
@@ -147,12 +158,14 @@ class Detector:
     def _judge(self, text: str, c: Candidate) -> str | None:
         """The severity to report `c` at, or None when a filter or validator rejects it."""
         rule, secret = c.rule, c.secret
-        line = ""
+        line = key = ""
         if rule.generic:
             ls = text.rfind("\n", 0, c.start) + 1
             le = text.find("\n", c.end)
             line = text[ls : le if le >= 0 else len(text)]
-        if filters.rejects(secret, generic=rule.generic, line=line):
+            if c.key_start >= 0:
+                key = text[c.key_start : c.start]
+        if filters.rejects(secret, generic=rule.generic, line=line, key=key):
             return None
         if rule.entropy is not None and filters.shannon_entropy(secret) < rule.entropy:
             return None
@@ -164,6 +177,17 @@ class Detector:
             if verdict is Verdict.WEAK:
                 sev = _lower_severity(sev)
         return sev
+
+
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+
+
+def _name_start(text: str, pos: int) -> int:
+    """Walk left from a keyword to the start of the identifier holding it (DB_PASSWORD, spring.pwd)."""
+    stop = max(0, pos - 64)
+    while pos > stop and text[pos - 1] in _NAME_CHARS:
+        pos -= 1
+    return pos
 
 
 def _merge(regions: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -179,12 +203,17 @@ def _merge(regions: list[tuple[int, int]]) -> list[tuple[int, int]]:
 def _dedupe(kept: list[tuple[Candidate, str]]) -> list[tuple[Candidate, str]]:
     """One finding per span: where candidates overlap, the most specific rule (then the longest) wins."""
     ranked = sorted(kept, key=lambda cs: (-cs[0].rule.specificity, -(cs[0].end - cs[0].start), cs[0].start))
-    taken: list[tuple[int, int]] = []
+    starts: list[int] = []  # sorted, non-overlapping taken spans
+    ends: list[int] = []
     winners: list[tuple[Candidate, str]] = []
     for c, sev in ranked:
-        if any(c.start < e and s < c.end for s, e in taken):
+        i = bisect.bisect_right(starts, c.start)
+        if i and ends[i - 1] > c.start:  # the span starting before overlaps us
             continue
-        taken.append((c.start, c.end))
+        if i < len(starts) and starts[i] < c.end:  # the span starting after overlaps us
+            continue
+        starts.insert(i, c.start)
+        ends.insert(i, c.end)
         winners.append((c, sev))
     winners.sort(key=lambda cs: cs[0].start)
     return winners

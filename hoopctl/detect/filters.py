@@ -38,7 +38,7 @@ _PLACEHOLDER_WORDS = re.compile(
     | sample | insert[_-]?(?:your|here) | fixme | todo | [xX]{4} | \*\*\* | \.\.\. | \#\#\# | not[_-]?a[_-]?real
     | fake[_-]?(?:token|key|secret|password) | secret[_-]?here | token[_-]?here | password[_-]?here
     | ^(?:password|passwd|secret|token|none|null|nil|undefined|true|false|test|testing|admin|root|default|
-         pass|string|str|value|your|empty|required|optional|unknown|hidden|masked)$
+         pass|string|str|value|your|empty|required|optional|unknown|hidden|masked|guest|user|username|pass123)$
     """
 )
 
@@ -119,13 +119,160 @@ def has_hash_context(line: str) -> bool:
     return bool(_HASH_CONTEXT.search(line))
 
 
-def rejects(value: str, *, generic: bool, line: str = "") -> bool:
+_CRYPT_HASH = re.compile(r"^\$(?:2[abxy]?|argon2(?:id|i|d)|[1356]|y|gy|7|pbkdf2[\w-]*|scrypt|sha\d*)\$")
+_PATH = re.compile(r"^(?:~?/|\.\.?/|[A-Za-z]:\\)[\w./\\ -]*$")
+_NAME_PARTS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
+
+# A name ending in one of these holds something *about* a secret, not the secret.
+_BENIGN_TAILS = frozenset(
+    [
+        "url",
+        "uri",
+        "urls",
+        "endpoint",
+        "host",
+        "file",
+        "files",
+        "path",
+        "dir",
+        "folder",
+        "name",
+        "names",
+        "type",
+        "types",
+        "id",
+        "ids",
+        "len",
+        "length",
+        "size",
+        "expiry",
+        "expires",
+        "expire",
+        "expiration",
+        "expired",
+        "ttl",
+        "timeout",
+        "lifetime",
+        "age",
+        "policy",
+        "policies",
+        "field",
+        "fields",
+        "env",
+        "var",
+        "variable",
+        "header",
+        "prefix",
+        "suffix",
+        "count",
+        "kind",
+        "mode",
+        "hash",
+        "hashed",
+        "digest",
+        "salt",
+        "format",
+        "regex",
+        "pattern",
+        "validator",
+        "validation",
+        "min",
+        "max",
+        "limit",
+        "limits",
+        "algorithm",
+        "algo",
+        "alg",
+        "method",
+        "provider",
+        "store",
+        "manager",
+        "required",
+        "enabled",
+        "enable",
+        "disabled",
+        "reset",
+        "hint",
+        "label",
+        "placeholder",
+        "input",
+        "change",
+        "changed",
+        "confirm",
+        "confirmation",
+        "updated",
+        "created",
+        "at",
+        "version",
+        "ref",
+        "arn",
+        "tokens",
+        "secrets",
+        "passwords",
+        "keys",
+        "rotation",
+        "interval",
+        "strength",
+        "length_min",
+        "policy_id",
+        "location",
+        "source",
+        "sources",
+        "command",
+        "cmd",
+        "script",
+        "generator",
+        "index",
+        "position",
+        "offset",
+        "start",
+        "end",
+        "encoding",
+        "encoded",
+        "scheme",
+        "schema",
+        "class",
+        "template",
+        "cache",
+        "key_id",
+        "keyid",
+        "mount",
+        "mountpath",
+        "param",
+        "params",
+        "parameter",
+        "option",
+        "options",
+        "id_token_hint",
+    ]
+)
+
+
+def _name_parts(key: str) -> list[str]:
+    return [p.lower() for p in _NAME_PARTS.findall(key)]
+
+
+def benign_name(key: str) -> bool:
+    """`password_file`, `max_tokens`, `publicKey`, `password_hash`: names that do not hold a secret."""
+    parts = _name_parts(key)
+    if not parts:
+        return False
+    if parts[-1] in _BENIGN_TAILS:
+        return True
+    return any(
+        p in ("public", "pub", "hash", "hashed", "salt", "digest", "checksum", "sha", "md5") for p in parts
+    )
+
+
+def rejects(value: str, *, generic: bool, line: str = "", key: str = "") -> bool:
     """True when a candidate secret is a known false-positive class."""
     if is_known_example(value) or is_placeholder(value):
         return True
     if not generic:
         return False
-    if is_code_reference(value):
+    if key and benign_name(key):
+        return True
+    if is_code_reference(value) or _CRYPT_HASH.match(value) or _PATH.match(value):
         return True
     if is_hash_or_id(value):
         return True

@@ -133,6 +133,18 @@ def check_base64_key(secret: str) -> Verdict:
     return Verdict.OK
 
 
+def check_basic_auth(secret: str) -> Verdict:
+    """HTTP Basic credentials: base64 of `user:password` with a non-empty password."""
+    try:
+        raw = base64.b64decode(secret, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return Verdict.REJECT
+    user, sep, password = raw.partition(":")
+    if not sep or not password or not raw.isprintable():
+        return Verdict.REJECT
+    return Verdict.OK
+
+
 VALIDATORS: dict[str, Callable[[str], Verdict]] = {
     "github-checksum": check_github,
     "jwt": check_jwt,
@@ -140,4 +152,5 @@ VALIDATORS: dict[str, Callable[[str], Verdict]] = {
     "putty-key": check_putty_key,
     "luhn": check_luhn,
     "base64": check_base64_key,
+    "basic-auth": check_basic_auth,
 }
