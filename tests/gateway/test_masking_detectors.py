@@ -53,7 +53,9 @@ def test_finds_emails(text, found):
     assert [h.token for h in find_emails(text)] == [found]
 
 
-@pytest.mark.parametrize("text", [b"user@localhost", b"@handle", b"a@b", b"first.last at example.com", b"x@y.1com"])
+@pytest.mark.parametrize(
+    "text", [b"user@localhost", b"@handle", b"a@b", b"first.last at example.com", b"x@y.1com"]
+)
 def test_ignores_email_lookalikes(text):
     assert find_emails(text) == []
 
@@ -79,7 +81,8 @@ def test_finds_luhn_valid_cards(text):
 
 @pytest.mark.parametrize(
     "text",
-    [b"4111111111111112", b"4111 1111 1111 1112", b"1234567890123", b"0000000000000", b"411111111111"] + INNOCENT,
+    [b"4111111111111112", b"4111 1111 1111 1112", b"1234567890123", b"0000000000000", b"411111111111"]
+    + INNOCENT,
 )
 def test_ignores_card_lookalikes(text):
     assert find_cards(text) == []
@@ -104,7 +107,12 @@ def test_finds_two_ibans_side_by_side():
 
 @pytest.mark.parametrize(
     "text",
-    [b"GB82WEST12345698765433", b"XX82WEST12345698765432", b"GB82WEST1234569876543", b"GB82WEST123456987654321"]
+    [
+        b"GB82WEST12345698765433",
+        b"XX82WEST12345698765432",
+        b"GB82WEST1234569876543",
+        b"GB82WEST123456987654321",
+    ]
     + INNOCENT,
 )
 def test_ignores_iban_lookalikes(text):
@@ -113,7 +121,8 @@ def test_ignores_iban_lookalikes(text):
 
 
 @pytest.mark.parametrize(
-    "text", [b"+44 20 7946 0958", b"+1-415-555-2671", b"+14155552671", b"(415) 555-2671", b"call 415-555-2671 now"]
+    "text",
+    [b"+44 20 7946 0958", b"+1-415-555-2671", b"+14155552671", b"(415) 555-2671", b"call 415-555-2671 now"],
 )
 def test_finds_phones(text):
     assert len(find_phones(text)) == 1
@@ -130,7 +139,8 @@ def test_finds_ssns(text):
 
 
 @pytest.mark.parametrize(
-    "text", [b"000-12-3456", b"666-12-3456", b"900-12-3456", b"123-00-4567", b"123-45-0000", b"123456789"] + INNOCENT
+    "text",
+    [b"000-12-3456", b"666-12-3456", b"900-12-3456", b"123-00-4567", b"123-45-0000", b"123456789"] + INNOCENT,
 )
 def test_ignores_invalid_ssns(text):
     assert find_ssns(text) == []
@@ -141,7 +151,9 @@ def test_finds_nirs_with_valid_key(text):
     assert len(find_nirs(text)) == 1
 
 
-@pytest.mark.parametrize("text", [b"185057800608492", b"1 85 05 78 006 084 90", b"985057800608491"] + INNOCENT)
+@pytest.mark.parametrize(
+    "text", [b"185057800608492", b"1 85 05 78 006 084 90", b"985057800608491"] + INNOCENT
+)
 def test_ignores_nirs_with_bad_key(text):
     assert find_nirs(text) == []
 
