@@ -1,0 +1,84 @@
+"""`hoopctl tunnels`: list ssh tunnels, ControlMaster muxes, autossh and socat/ncat relays on this host."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from hoopctl.cli.common import EXIT_CLEAN, EXIT_FINDINGS, fail, on_tty, print_json
+from hoopctl.detect.tunnels import TunnelFinding, classify_tunnels, parse_protected
+from hoopctl.host.procs import take_snapshot
+
+
+def format_age(seconds: int) -> str:
+    """`42s`, `3m05s`, `2h10m`, `4d02h`: short and sortable by eye."""
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def render_table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    for row in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def _row(f: TunnelFinding) -> list[str]:
+    parent = f"{f.ppid}{'*' if f.reparented else ''}"
+    return [
+        str(f.pid),
+        f.user,
+        f.kind,
+        ",".join(f.listen) or "-",
+        f.target or "?",
+        format_age(f.age),
+        parent,
+        "yes" if f.protected else "no",
+    ]
+
+
+@click.command("tunnels")
+@click.option("--json", "as_json", is_flag=True, help='Print {"tunnels": [...]} instead of a table.')
+@click.option(
+    "--protected",
+    "protected",
+    multiple=True,
+    metavar="HOST:PORT",
+    help="A protected resource (HOST:PORT, [V6]:PORT or CIDR:PORT; PORT may be *). Repeatable.",
+)
+@click.pass_context
+def tunnels(ctx: click.Context, as_json: bool, protected: tuple[str, ...]) -> None:
+    """List stray tunnels: ssh -L/-R/-D/-w and config forwards, ControlMaster muxes, autossh,
+    socat/ncat relays, and sshd sessions that carry forwards.
+
+    Exit status: 0 none found, 1 found, 2 error. A parent marked * was reparented (PID 1 or a
+    subreaper). Run as root to see other users' sockets.
+
+    \b
+    Examples:
+      hoopctl tunnels
+      hoopctl tunnels --json --protected 10.0.0.5:5432 --protected 10.1.0.0/16:*
+    """
+    try:
+        specs = [parse_protected(p) for p in protected]
+    except ValueError as exc:
+        fail(str(exc))
+    snapshot = take_snapshot(environ=False, cgroups=False)
+    own = os.getpid()
+    found = [f for f in classify_tunnels(snapshot, specs) if f.pid != own]
+    if as_json:
+        print_json({"tunnels": found})
+    elif found:
+        rows = [_row(f) for f in found]
+        text = render_table(["PID", "USER", "KIND", "LISTEN", "TARGET", "AGE", "PPID", "PROTECTED"], rows)
+        click.echo(text, color=on_tty())
+    elif on_tty():
+        click.echo("no tunnels found")
+    ctx.exit(EXIT_FINDINGS if found else EXIT_CLEAN)
