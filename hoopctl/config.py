@@ -82,6 +82,13 @@ class Section:
         value = self._get(key, _MISSING if required else None)
         return Section(value, file=self.file, where=".".join(p for p in (self.where, key) if p))
 
+    def duration(self, key: str, default: Any = _MISSING) -> float:
+        value = self._get(key, default)
+        try:
+            return parse_duration(value)
+        except ValueError:
+            self.fail(f"expected a duration such as 90s, 15m or 2h, got {value!r}", key)
+
     def path(self, key: str, default: Any = _MISSING) -> Path | None:
         value = self.str(key, default)
         return Path(value) if value is not None else None
@@ -91,6 +98,22 @@ class Section:
         for key in self.data:
             if key not in allowed:
                 self.fail(f"unknown key (expected one of: {', '.join(sorted(allowed))})", str(key))
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: object) -> float:
+    """`90s`, `15m`, `2h`, `1d` or plain seconds -> positive seconds; ValueError otherwise."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower()
+        unit = _UNITS.get(text[-1:])
+        seconds = float(text[:-1] if unit else text) * (unit or 1)
+    if not seconds > 0:
+        raise ValueError(f"{value!r} is not a positive duration")
+    return seconds
 
 
 def load_yaml(path: Path) -> Section:

@@ -9,6 +9,8 @@ from typing import Any, NoReturn
 
 import click
 
+from hoopctl.config import parse_duration
+
 EXIT_CLEAN = 0
 EXIT_FINDINGS = 1
 EXIT_ERROR = 2
@@ -44,27 +46,16 @@ def on_tty() -> bool:
     return sys.stdout.isatty()
 
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
 class Duration(click.ParamType):
     """`90s`, `15m`, `2h`, `1d` (or plain seconds) -> seconds."""
 
     name = "duration"
 
     def convert(self, value: Any, param: Any, ctx: Any) -> float:
-        if isinstance(value, (int, float)):
-            return float(value)
-        text = str(value).strip().lower()
-        unit = _UNITS.get(text[-1:])
-        number = text[:-1] if unit else text
         try:
-            seconds = float(number) * (unit or 1)
+            return parse_duration(value)
         except ValueError:
-            self.fail(f"{value!r} is not a duration (examples: 90s, 15m, 2h)", param, ctx)
-        if seconds <= 0:
-            self.fail(f"{value!r} must be positive", param, ctx)
-        return seconds
+            self.fail(f"{value!r} is not a positive duration (examples: 90s, 15m, 2h)", param, ctx)
 
 
 DURATION = Duration()

@@ -53,7 +53,21 @@ class GatewayConfig:
     max_message_size: int = 16 * 1024 * 1024
     binary_masked_columns: str = "null"
     workers: int = 1
+    access: AccessConfig = field(default_factory=lambda: AccessConfig())
+    oidc: list = field(default_factory=list)
     source: Path | None = None
+
+
+@dataclass(frozen=True)
+class AccessConfig:
+    """Shared state and just-in-time settings (see `access:` in example.yaml)."""
+
+    state: str = "sqlite:///var/lib/hoopctl/state.db"
+    admin_socket: Path = Path("/run/hoopctl/admin.sock")
+    approver_group: str = "hoopctl-approvers"
+    on_expiry: str = "refuse"
+    poll_interval_ms: int = 250
+    roles: dict = field(default_factory=dict)
 
 
 def load_config(path: Path | str) -> GatewayConfig:
@@ -88,6 +102,8 @@ def load_config(path: Path | str) -> GatewayConfig:
         policy=_policy(root),
         masking=_masking(masking, binary, base=path.parent),
         binary_masked_columns=binary,
+        access=_access(root.section("access"), base=path.parent),
+        oidc=_oidc(root),
         source=path,
     )
 
@@ -160,6 +176,44 @@ def _password(res: Section) -> str | None:
     if pw_file:
         return read_secret_file(pw_file, file=res.file, key=f"{where}.password_file")
     return None
+
+
+def _access(section: Section, base: Path) -> AccessConfig:
+    from hoopctl.access.admin import RoleAccess
+
+    section.check_keys({"state", "admin_socket", "approver_group", "on_expiry", "poll_interval_ms", "roles"})
+    state = section.str("state", AccessConfig.state)
+    if not state.startswith(("postgresql://", "postgres://", "sqlite://")):
+        state = "sqlite://" + str(_relative(Path(state), base))
+    roles = {}
+    role_section = section.section("roles")
+    for name in role_section.data:
+        r = role_section.section(name, required=True)
+        r.check_keys({"mode", "approvals", "hold_timeout", "max_duration"})
+        roles[name] = RoleAccess(
+            mode=r.choice("mode", ("request", "hold"), "request"),
+            approvals=r.int("approvals", 1, lo=1, hi=10),
+            hold_timeout_s=r.duration("hold_timeout", "60s"),
+            max_duration_s=r.duration("max_duration", "8h"),
+        )
+    return AccessConfig(
+        state=state,
+        admin_socket=_relative(section.path("admin_socket", str(AccessConfig.admin_socket)), base),
+        approver_group=section.str("approver_group", AccessConfig.approver_group),
+        on_expiry=section.choice("on_expiry", ("refuse", "end_session"), "refuse"),
+        poll_interval_ms=section.int("poll_interval_ms", 250, lo=10, hi=60_000),
+        roles=roles,
+    )
+
+
+def _oidc(root: Section) -> list:
+    from hoopctl.access.oidc import issuers_from_config
+
+    entries = root.list("oidc", [])
+    try:
+        return issuers_from_config(entries)
+    except ValueError as exc:
+        root.fail(str(exc).removeprefix("oidc"), "oidc")
 
 
 def _policy(root: Section) -> Any:
