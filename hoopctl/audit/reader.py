@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from hoopctl.audit import layout
 from hoopctl.audit.chain import ChainChecker, ChainError
@@ -213,7 +213,10 @@ class Recordings:
     # -- ledger -------------------------------------------------------------------
 
     def _ledger(self, dfd: int) -> LedgerView:
-        data = self._read(layout.LEDGER, dfd)
+        try:
+            data = self._read(layout.LEDGER, dfd)
+        except OSError as exc:
+            raise RecordingsError(f"cannot read {self.dir / layout.LEDGER}: {exc.strerror}") from None
         if data is None:
             return LedgerView([], None)
         chain = read_chain(data, layout.LEDGER, self.key)
@@ -248,8 +251,12 @@ class Recordings:
     def _session(self, sid: str, sdfd: int | None) -> ChainRead | None:
         if sdfd is None:
             return None
-        data = self._read(layout.session_file(sid), sdfd)
-        return None if data is None else read_chain(data, f"{layout.SESSIONS}/{layout.session_file(sid)}")
+        name = f"{layout.SESSIONS}/{layout.session_file(sid)}"
+        try:
+            data = self._read(layout.session_file(sid), sdfd)
+        except OSError as exc:  # a symlink (ELOOP), a directory, no permission...
+            return ChainRead([], [], Problem(name, None, None, f"cannot read: {exc.strerror}"), b"")
+        return None if data is None else read_chain(data, name)
 
     def read_session(self, sid: str) -> ChainRead:
         with self._dirs() as (_dfd, sdfd):
@@ -496,7 +503,3 @@ def format_ts(ts: float | None) -> str:
     if ts is None:
         return "-"
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
-
-
-def write_lines(out: TextIO, lines: list[str]) -> None:
-    out.write("\n".join(lines) + "\n")

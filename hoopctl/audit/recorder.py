@@ -109,7 +109,10 @@ class Ledger:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def _sync_tail(self) -> None:
-        size = os.fstat(self._fd).st_size
+        st = os.fstat(self._fd)
+        if st.st_nlink == 0:
+            raise RecordingError("the recordings ledger was deleted")
+        size = st.st_size
         if size == self._size:
             return
         if size == 0:
@@ -217,6 +220,8 @@ class SessionRecording:
                 _write_all(self._fd, line[n:])
             if self._always:
                 os.fsync(self._fd)
+                if os.fstat(self._fd).st_nlink == 0:
+                    raise OSError(errno.ENOENT, "the recording file was deleted")
         except OSError as exc:
             self._fail(exc)
         self._dirty = True
@@ -318,6 +323,21 @@ class SessionRecording:
                 self._error = exc
                 log.error("fsync of session %s failed: %s", self.sid, _why(exc))
 
+    def check_linked(self) -> None:
+        """Fail the session if its file was deleted: writes would still succeed, into
+        a file nobody can read back (the background thread calls this)."""
+        with self._sync_lock:
+            if self._fd < 0 or self._error is not None:
+                return
+            try:
+                gone = os.fstat(self._fd).st_nlink == 0
+            except OSError as exc:
+                self._error = exc
+                return
+            if gone:
+                self._error = OSError(errno.ENOENT, "the recording file was deleted")
+                log.error("recording of session %s was deleted while open", self.sid)
+
     @property
     def statements(self) -> int:
         return self._stmts
@@ -417,11 +437,9 @@ class Recorder:
         except BaseException:
             self._release()
             raise
-        if fsync == "batch":
-            self._thread = threading.Thread(
-                target=self._sync_loop, name="hoopctl-recorder-fsync", daemon=True
-            )
-            self._thread.start()
+        # In every policy the thread watches for deleted files; in batch it also fsyncs.
+        self._thread = threading.Thread(target=self._sync_loop, name="hoopctl-recorder-sync", daemon=True)
+        self._thread.start()
 
     # -- sessions -----------------------------------------------------------------
 
@@ -549,8 +567,16 @@ class Recorder:
         self._ledger.fsync()
 
     def _sync_loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.sync()
+        batch = self.fsync == "batch"
+        # Outside batch mode nothing waits on this thread: look for deleted files less often.
+        interval = self.interval if batch else max(self.interval, 0.05)
+        while not self._stop.wait(interval):
+            if batch:
+                self.sync()
+            with self._lock:
+                sessions = list(self._open.values())
+            for rec in sessions:
+                rec.check_linked()
 
     def sync(self) -> None:
         """fsync every file written since the last call (the group commit)."""
