@@ -1,0 +1,5 @@
+"""`python -m hoopctl.cli`."""
+
+from hoopctl.cli import main
+
+main()
