@@ -170,8 +170,15 @@ def _hostport(host: str, port: int | None) -> str:
 
 def _fields(spec: str) -> list[tuple[str, bool]]:
     """Split a forward spec on ':' (or '/' in the old IPv6 syntax); [..] is literal. (field, bracketed)."""
-    if ":" not in spec and "[" not in spec and "/" in spec and not spec.startswith("/"):
-        return [(f, False) for f in spec.split("/")]
+    slashed = spec.split("/")
+    if (
+        "[" not in spec
+        and not spec.startswith("/")
+        and len(slashed) in (3, 4)
+        and slashed[-1].isdigit()
+        and slashed[-3].isdigit()
+    ):
+        return [(f, False) for f in slashed]
     out: list[tuple[str, bool]] = []
     cur, bracketed, i = "", False, 0
     while i < len(spec):
