@@ -1,0 +1,94 @@
+"""Table OID -> "schema.table", for masking rules written against table names.
+
+A RowDescription names each column's table only by OID. The catalog asks the
+database over its own connection (the gateway's credentials, one per resource),
+never through a caller's session, and caches the answers, including "no such
+table". Lookups for one resource are serialised on that one connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from hoopctl.gateway import pgwire as pw
+from hoopctl.gateway.config import Resource
+from hoopctl.gateway.upstream import Upstream, UpstreamError, open_upstream
+
+log = logging.getLogger(__name__)
+
+
+_LOOKUP = (
+    "SELECT c.oid::int8, n.nspname || '.' || c.relname FROM pg_catalog.pg_class c "
+    "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid IN ({oids})"
+)
+
+
+class Catalog:
+    """Cached OID -> name resolution for one resource."""
+
+    def __init__(self, resource: Resource) -> None:
+        self.resource = resource
+        self._names: dict[int, str | None] = {0: None}
+        self._conn: Upstream | None = None
+        self._lock = asyncio.Lock()
+
+    def known(self, oids: Iterable[int]) -> bool:
+        names = self._names
+        return all(o in names for o in oids)
+
+    def name(self, oid: int) -> str | None:
+        """The cached name (call `resolve` first); None for no table or an unknown OID."""
+        return self._names.get(oid)
+
+    async def resolve(self, oids: Iterable[int]) -> None:
+        """Fetches the names of the OIDs not cached yet. On failure they stay unknown (None)."""
+        async with self._lock:
+            missing = sorted({int(o) for o in oids if o not in self._names})
+            if not missing:
+                return
+            try:
+                oid_list = ",".join(str(o) for o in missing)  # integers only
+                rows = await self._query(_LOOKUP.format(oids=oid_list))
+            except (UpstreamError, OSError, pw.ProtocolError, asyncio.IncompleteReadError) as exc:
+                log.warning("catalog lookup on %s failed: %s", self.resource.name, exc)
+                self.close()
+                # Not cached: the next RowDescription tries again. Masking treats an
+                # unknown table as "no table rule", and name/content rules still apply.
+                return
+            for oid in missing:
+                self._names[oid] = None
+            for oid, name in rows:
+                self._names[int(oid)] = name
+
+    async def _query(self, sql: str) -> list[tuple[str, str]]:
+        if self._conn is None:
+            self._conn = await open_upstream(self.resource, {"application_name": "hoopctl-catalog"})
+        conn = self._conn
+        conn.writer.write(pw.Query(sql).encode())
+        parser = pw.BackendParser()
+        parser.phase = pw.Phase.READY
+        parser.feed(conn.leftover)
+        conn.leftover = b""
+        rows: list[tuple[str, str]] = []
+        error = None
+        while True:
+            for msg in parser:
+                if isinstance(msg, pw.DataRow) and len(msg.values) == 2 and None not in msg.values:
+                    rows.append((msg.values[0].decode(), msg.values[1].decode()))
+                elif isinstance(msg, pw.ErrorResponse):
+                    error = msg.message
+                elif isinstance(msg, pw.ReadyForQuery):
+                    if error:
+                        raise UpstreamError(error)
+                    return rows
+            data = await conn.reader.read(65536)
+            if not data:
+                raise UpstreamError("catalog connection closed")
+            parser.feed(data)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.writer.close()
+            self._conn = None

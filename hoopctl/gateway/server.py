@@ -1,0 +1,434 @@
+"""The gateway's asyncio server: accept, TLS, authenticate, connect upstream, relay.
+
+Per connection: encryption negotiation (SSLRequest -> TLS with the configured
+certificate; GSSENCRequest -> 'N'), then the caller's token: SCRAM-SHA-256 with
+user = token body and password = token signature (scramp, server side), or the
+whole token as a cleartext password, only over TLS. The startup `database` names
+the resource. The gateway then logs in upstream with its own credentials,
+hands the caller the server's ParameterStatus values and a BackendKeyData of its
+own (a cancel is mapped back to the upstream backend), and hands the two
+connections to a `Session` (hoopctl.gateway.session), the hot path.
+
+`Gateway.start()` listens; `reload(config)` applies a new policy and masking to
+new statements without dropping a connection; `drain(timeout)` stops accepting
+and lets sessions finish. `serve(config)` runs all that with SIGTERM/SIGHUP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import secrets
+import signal
+import socket
+import ssl
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import scramp
+
+from hoopctl.access.tokens import AuthError, TokenAuthority, load_key
+from hoopctl.gateway import pgwire as pw
+from hoopctl.gateway.catalog import Catalog
+from hoopctl.gateway.config import GatewayConfig, Resource
+from hoopctl.gateway.session import Session, SessionContext
+from hoopctl.gateway.tls import server_context
+from hoopctl.gateway.upstream import UpstreamError, open_upstream, send_cancel
+
+log = logging.getLogger(__name__)
+
+HANDSHAKE_TIMEOUT_S = 30.0
+# Startup parameters a caller may pass on to the database. Anything else (options,
+# replication, search_path, ...) could change what a statement means or who runs it.
+FORWARDED_PARAMS = ("application_name", "DateStyle", "TimeZone", "extra_float_digits", "IntervalStyle")
+SCRAM_ITERATIONS = 4096
+
+
+class _Fatal(Exception):
+    def __init__(self, sqlstate: str, message: str) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+class Gateway:
+    """The running gateway: a listening socket, live sessions, the current config."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        authority: TokenAuthority | None = None,
+        recorder: Any = None,
+        sock: socket.socket | None = None,
+    ) -> None:
+        self.config = config
+        self.authority = authority or TokenAuthority(load_key(config.token_key_file))
+        self._own_recorder = recorder is None
+        self.recorder = recorder
+        self._sock = sock
+        self.server: asyncio.Server | None = None
+        self.sessions: set[Session] = set()
+        self._cancel_keys: dict[int, tuple[int, Resource, int, int]] = {}
+        self._catalogs: dict[str, Catalog] = {}
+        self._plans: dict[tuple[str, bytes], Any] = {}
+        self._scram_cache: OrderedDict[str, tuple] = OrderedDict()
+        self._ssl = server_context(config.tls) if config.tls else None
+        self._handshakes: set[asyncio.Task] = set()
+        self.generation = 0
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        if self.recorder is None:
+            from hoopctl.audit.recorder import Recorder
+
+            self.recorder = Recorder(
+                self.config.recordings_dir, self.config.fsync, self.config.fsync_interval_ms
+            )
+        if self._sock is not None:
+            self.server = await asyncio.start_server(self._accept, sock=self._sock)
+        else:
+            self.server = await asyncio.start_server(
+                self._accept, self.config.listen_host, self.config.listen_port, reuse_address=True
+            )
+        log.info("gateway listening on %s", ", ".join(str(s.getsockname()) for s in self.server.sockets))
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.sockets[0].getsockname()[1]
+
+    def reload(self, config: GatewayConfig) -> None:
+        """New policy and masking for every next statement; no connection dropped."""
+        self.config = config
+        self._plans.clear()
+        if config.tls:
+            self._ssl = server_context(config.tls)
+        self.generation += 1
+        for s in list(self.sessions):
+            s.reload()
+        log.info("configuration reloaded (generation %d)", self.generation)
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Stop accepting; wait for sessions to end, then end the rest."""
+        if self.server is not None:
+            self.server.close()
+        waiting = [s.done for s in self.sessions]
+        if waiting:
+            await asyncio.wait(waiting, timeout=timeout)
+        for s in list(self.sessions):
+            s.fatal("57P01", "terminating connection: the gateway is shutting down")
+        for t in list(self._handshakes):
+            t.cancel()
+        for c in self._catalogs.values():
+            c.close()
+        if self.recorder is not None and self._own_recorder:
+            self.recorder.close()
+
+    # ------------------------------------------------------------ policy/masking plumbing
+
+    def _masking_for(self, resource: str) -> Callable[[], Any]:
+        def masking() -> Any:
+            rules = getattr(self.config, "masking", None)
+            if rules is None or not rules.active(resource):
+                return None
+            return rules
+
+        return masking
+
+    def _plan(self, resource: str) -> Callable[[bytes, pw.RowDescription], Any]:
+        def plan(raw: bytes, desc: pw.RowDescription) -> Any:
+            key = (resource, raw)
+            try:
+                return self._plans[key]
+            except KeyError:
+                pass
+            masking = self.config.masking
+            masker = None
+            if masking is not None:
+                catalog = self._catalogs.get(resource)
+                table_name = catalog.name if catalog else (lambda oid: None)
+                masker = masking.plan(resource, _masking_fields(desc), table_name)
+            if len(self._plans) > 10000:
+                self._plans.clear()
+            self._plans[key] = masker
+            return masker
+
+        return plan
+
+    # ------------------------------------------------------------ per connection
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._handshakes.add(task)
+        try:
+            await asyncio.wait_for(self._handshake(reader, writer), HANDSHAKE_TIMEOUT_S)
+        except _Fatal as exc:
+            self._send_fatal(writer, exc.sqlstate, str(exc))
+        except pw.ProtocolError as exc:
+            self._send_fatal(writer, "08P01", f"protocol violation: {exc}")
+        except TimeoutError:
+            self._send_fatal(writer, "08006", "login timed out")
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, OSError) as exc:
+            log.info("client gone during login: %s", exc)
+            writer.close()
+        except asyncio.CancelledError:
+            writer.close()
+        except Exception:
+            log.exception("login failed")
+            self._send_fatal(writer, "XX000", "internal gateway error")
+        finally:
+            if task is not None:
+                self._handshakes.discard(task)
+
+    def _send_fatal(self, writer: asyncio.StreamWriter, sqlstate: str, message: str) -> None:
+        log.info("connection refused: %s", message)
+        try:
+            writer.write(pw.ErrorResponse.make(sqlstate, message, severity="FATAL").encode())
+        except Exception:  # noqa: S110 - already closed
+            pass
+        writer.close()
+
+    async def _read(self, reader: asyncio.StreamReader, parser: pw.FrontendParser) -> Any:
+        while True:
+            msg = parser.next_message()
+            if msg is not None:
+                return msg
+            data = await reader.read(65536)
+            if not data:
+                raise ConnectionError("client closed the connection")
+            parser.feed(data)
+
+    async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        cfg = self.config
+        parser = pw.FrontendParser(cfg.max_message_size)
+        peer = writer.get_extra_info("peername")
+        client_ip = peer[0] if isinstance(peer, tuple) else "local"
+        encrypted = False
+        msg = await self._read(reader, parser)
+        while isinstance(msg, pw.SSLRequest | pw.GSSENCRequest):
+            if isinstance(msg, pw.SSLRequest) and self._ssl is not None and not encrypted:
+                writer.write(b"S")
+                await writer.drain()
+                await writer.start_tls(self._ssl)
+                encrypted = True
+            else:
+                writer.write(b"N")
+            msg = await self._read(reader, parser)
+        if isinstance(msg, pw.CancelRequest):
+            await self._cancel(msg)
+            writer.close()
+            return
+        assert isinstance(msg, pw.StartupMessage)
+        params = msg.params
+        if cfg.tls is not None and cfg.tls.require and not encrypted:
+            raise _Fatal("28000", "the gateway requires TLS (use sslmode=require)")
+        if params.get("replication", "false").lower() not in ("false", "0", "no", "off"):
+            raise _Fatal("28000", "replication connections are not allowed through the gateway")
+        if params.get("options", "").strip():
+            raise _Fatal("28000", "startup options are not allowed through the gateway (set them with SET)")
+        encoding = params.get("client_encoding", "UTF8").upper().replace("-", "").replace("_", "")
+        if encoding not in ("UTF8", "UNICODE"):
+            raise _Fatal("22021", "the gateway only speaks UTF8 (client_encoding)")
+        user = params["user"]
+        resource_name = params.get("database") or user
+        resource = cfg.resources.get(resource_name)
+        if resource is None:
+            raise _Fatal("3D000", f"no resource named {resource_name!r} on this gateway")
+
+        password = await self._authenticate_client(reader, writer, parser, user, encrypted)
+        try:
+            credential = self.authority.authenticate(
+                user, password, resource=resource_name, client_ip=client_ip
+            )
+        except AuthError as exc:
+            raise _Fatal("28P01", f"authentication failed: {exc}") from None
+
+        forwarded = {k: params[k] for k in FORWARDED_PARAMS if k in params}
+        forwarded["client_encoding"] = "UTF8"
+        try:
+            upstream = await open_upstream(resource, forwarded, cfg.max_message_size)
+        except UpstreamError as exc:
+            raise _Fatal(exc.sqlstate if exc.sqlstate.startswith("08") else "08001", str(exc)) from None
+
+        recording = self.recorder.open_session(
+            credential.identity, credential.chain, f"{client_ip}", resource_name, credential.role
+        )
+        # Our own key: a cancel must come to us, and we decide which backend it reaches.
+        pid = secrets.randbelow(2**31 - 1) + 1
+        key = secrets.randbits(32) - 2**31
+        out = [pw.Authentication.ok().encode()]
+        out += [p.encode() for p in upstream.parameters]
+        out += upstream.notices
+        out.append(pw.BackendKeyData(pid, key).encode())
+        out.append(pw.ReadyForQuery(upstream.status).encode())
+        writer.write(b"".join(out))
+        parser.authenticated()
+
+        if resource.name not in self._catalogs:
+            self._catalogs[resource.name] = Catalog(resource)
+        ctx = SessionContext(
+            resource=resource_name,
+            credential=credential,
+            recording=recording,
+            policy=lambda: self.config.policy.session(credential.role),
+            masking=self._masking_for(resource_name),
+            plan_masking=self._plan(resource_name),
+            catalog=self._catalogs[resource.name],
+            max_message_size=cfg.max_message_size,
+        )
+
+        def closed(s: Session) -> None:
+            self.sessions.discard(s)
+            self._cancel_keys.pop(pid, None)
+
+        session = Session(ctx, parser, writer.transport, upstream.writer.transport, closed)
+        # The stream objects close their transport when collected: keep them with the session.
+        session.streams = (reader, writer, upstream.reader, upstream.writer)
+        self.sessions.add(session)
+        if upstream.key is not None:
+            self._cancel_keys[pid] = (key, resource, upstream.key.pid, upstream.key.key)
+        log.info(
+            "session for %s on %s (role %s) from %s",
+            credential.identity,
+            resource_name,
+            credential.role,
+            client_ip,
+        )
+        session.start(b"", upstream.leftover)
+        if parser.buffered:
+            session.from_client(b"")
+
+    async def _authenticate_client(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        parser: pw.FrontendParser,
+        user: str,
+        encrypted: bool,
+    ) -> str:
+        """Runs SCRAM (token body as user) or cleartext (TLS only); returns the proven password."""
+        scram_password = self.authority.scram_password(user)
+        if scram_password is None:
+            if not encrypted:
+                raise _Fatal(
+                    "28000",
+                    "without TLS the gateway only accepts SCRAM: user = token body, password = token signature",
+                )
+            writer.write(pw.Authentication(pw.AuthCode.CLEARTEXT).encode())
+            msg = await self._read(reader, parser)
+            return msg.password()
+        mechanism = scramp.ScramMechanism("SCRAM-SHA-256")
+        auth_info = self._scram_info(mechanism, user, scram_password)
+        server = mechanism.make_server(lambda _username: auth_info)
+        writer.write(pw.Authentication.sasl(["SCRAM-SHA-256"]).encode())
+        try:
+            mech, first = (await self._read(reader, parser)).sasl_initial()
+            if mech != "SCRAM-SHA-256":
+                raise _Fatal("28000", f"unsupported SASL mechanism {mech!r}")
+            _set_client_first(server, first.decode())
+            writer.write(
+                pw.Authentication(pw.AuthCode.SASL_CONTINUE, server.get_server_first().encode()).encode()
+            )
+            final = await self._read(reader, parser)
+            server.set_client_final(final.data.decode())
+            writer.write(
+                pw.Authentication(pw.AuthCode.SASL_FINAL, server.get_server_final().encode()).encode()
+            )
+        except (scramp.ScramException, UnicodeDecodeError) as exc:
+            raise _Fatal("28P01", f"authentication failed: {exc}") from None
+        return scram_password
+
+    def _scram_info(self, mechanism: scramp.ScramMechanism, user: str, password: str) -> tuple:
+        # PBKDF2 costs milliseconds: derive once per token, like a stored verifier.
+        info = self._scram_cache.get(user)
+        if info is None:
+            info = mechanism.make_auth_info(password, iteration_count=SCRAM_ITERATIONS)
+            self._scram_cache[user] = info
+            if len(self._scram_cache) > 1024:
+                self._scram_cache.popitem(last=False)
+        return info
+
+    async def _cancel(self, msg: pw.CancelRequest) -> None:
+        entry = self._cancel_keys.get(msg.pid)
+        if entry is None:
+            return
+        key, resource, up_pid, up_key = entry
+        if not hmac.compare_digest(
+            key.to_bytes(4, "big", signed=True), msg.key.to_bytes(4, "big", signed=True)
+        ):
+            return
+        await send_cancel(resource, up_pid, up_key)
+
+
+def _set_client_first(server: scramp.ScramServer, client_first: str) -> None:
+    """Feeds the client-first message; libpq sends an empty user name (n=), which scramp refuses.
+
+    PostgreSQL ignores the SCRAM user name (the startup packet names the user), so a
+    placeholder is parsed and the client's exact message is put back for the proof.
+    """
+    head, sep, bare = client_first.partition(",,")
+    if sep and bare.startswith("n=,"):
+        server.set_client_first(f"{head},,n=*,{bare[3:]}")
+        server.client_first_bare = bare
+        return
+    server.set_client_first(client_first)
+
+
+def _masking_fields(desc: pw.RowDescription) -> list[Any]:
+    try:
+        from hoopctl.gateway.masking import Field
+    except ImportError:  # masking not installed: plain objects with the same attributes
+        return list(desc.fields)
+    return [Field(f.name, f.table_oid, f.column, f.type_oid, f.format) for f in desc.fields]
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+async def _run(
+    config: GatewayConfig, reload_config: Callable[[], GatewayConfig], drain_timeout: float
+) -> None:
+    gw = Gateway(config)
+    await gw.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_hup() -> None:
+        try:
+            gw.reload(reload_config())
+        except Exception as exc:  # a bad new config keeps the old one running
+            log.error("reload refused, keeping the running configuration: %s", exc)
+
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    await stop.wait()
+    log.info("draining %d sessions", len(gw.sessions))
+    await gw.drain(drain_timeout)
+
+
+def serve(config: GatewayConfig | str | Path, *, drain_timeout: float = 30.0) -> None:
+    """Runs the gateway until SIGTERM (drains) ; SIGHUP reloads the config file."""
+    from hoopctl.gateway.config import load_config
+
+    if not isinstance(config, GatewayConfig):
+        config = load_config(config)
+    source = config.source
+
+    def reload_config() -> GatewayConfig:
+        if source is None:
+            raise RuntimeError("no config file to reload from")
+        return load_config(source)
+
+    _install_uvloop()
+    asyncio.run(_run(config, reload_config, drain_timeout))

@@ -1,0 +1,633 @@
+"""One caller's session after login: the hot path between a client and its database.
+
+Both directions are asyncio Protocols (no streams, no tasks per message):
+
+- client -> database: every message is decoded (they are small), checked by the
+  session's policy, recorded, then its original bytes are forwarded. A refused
+  message is replaced by one that fails harmlessly upstream (a syntax error, or a
+  Describe of a statement that cannot exist), so the database itself puts the
+  transaction and the extended-protocol pipeline into exactly the state
+  PostgreSQL would have for a failed statement; its error is then swapped for
+  ours (SQLSTATE 42501) on the way back.
+- database -> client: messages are cut by their length headers only and
+  forwarded in bulk; RowDescription is decoded to plan masking (cached on its
+  bytes), DataRows only when a masking plan applies. CommandComplete,
+  ErrorResponse and ReadyForQuery close the statement records.
+
+`_pending` is the FIFO of what the client asked that the gateway must match to
+the database's answers, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hoopctl.gateway import pgwire as pw
+
+log = logging.getLogger(__name__)
+
+# A text that fails in the database's raw parser (no catalog access, no side effect).
+REFUSED_SQL = "hoopctl refused this statement"
+# A statement name no client may use: a Describe of it fails with 26000.
+RESERVED_NAME = "__hoopctl_refused__"
+FAIL_QUERY = pw.Query(REFUSED_SQL).encode()
+FAIL_EXTENDED = pw.Describe("S", RESERVED_NAME).encode()
+WRITE_HIGH = 256 * 1024
+
+_UNSET = object()
+_D, _T, _C, _E, _Z, _N, _A, _S, _I, _s, _n = (ord(c) for c in "DTCEZNASIsn")
+
+
+class _Kind:
+    QUERY = "Q"  # simple Query: ends at ReadyForQuery
+    EXECUTE = "E"  # Execute: ends at CommandComplete/EmptyQuery/PortalSuspended/Error
+    SYNC = "S"
+    DESCRIBE = "d"  # client's Describe: ends at RowDescription/NoData
+    INJECTED_DESCRIBE = "D"  # ours, so masking knows a portal's columns; answer swallowed
+    REFUSED_QUERY = "R"  # simple-protocol refusal: swap its error, end at ReadyForQuery
+    REFUSED = "r"  # extended-protocol refusal: swap its error
+
+
+class _Pending:
+    __slots__ = ("kind", "handle", "t0", "rows", "error", "masked", "masker", "portal", "message", "withheld")
+
+    def __init__(self, kind: str, handle: int | None = None, portal: str = "", message: bytes = b"") -> None:
+        self.kind = kind
+        self.handle = handle
+        self.t0 = time.monotonic()
+        self.rows = 0
+        self.error: str | None = None
+        self.masked = 0
+        self.masker: Any = None
+        self.portal = portal
+        self.message = message
+        self.withheld = ""  # rows dropped because a binary column is covered (binary: refuse)
+
+
+@dataclass(frozen=True)
+class SessionContext:
+    """What a session needs from the gateway; `policy()` and `masking()` follow reloads."""
+
+    resource: str
+    credential: Any
+    recording: Any
+    policy: Callable[[], Any]  # -> SessionPolicy for this session's role (new object after a reload)
+    masking: Callable[[], Any]  # -> MaskingRules or None
+    plan_masking: Callable[[bytes, pw.RowDescription], Any]  # (key, desc) -> RowMasker | None
+    catalog: Any  # Catalog or None
+    max_message_size: int
+
+
+def _refusal(message: str, hint: str = "") -> bytes:
+    return pw.ErrorResponse.make("42501", message, hint=hint).encode()
+
+
+class _ClientSide(asyncio.Protocol):
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def data_received(self, data: bytes) -> None:
+        self.s.from_client(data)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.s.client_lost()
+
+    def pause_writing(self) -> None:
+        self.s.up.pause_reading()
+
+    def resume_writing(self) -> None:
+        if not self.s.stalled:
+            self.s.up.resume_reading()
+
+
+class _UpstreamSide(asyncio.Protocol):
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def data_received(self, data: bytes) -> None:
+        self.s.from_upstream(data)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.s.upstream_lost()
+
+    def pause_writing(self) -> None:
+        self.s.client.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.s.client.resume_reading()
+
+
+class Session:
+    """Relays one logged-in client to its upstream connection."""
+
+    def __init__(
+        self,
+        ctx: SessionContext,
+        parser: pw.FrontendParser,
+        client: asyncio.Transport,
+        up: asyncio.Transport,
+        on_close: Callable[[Session], None],
+    ) -> None:
+        self.ctx = ctx
+        self.parser = parser
+        self.client = client
+        self.up = up
+        self.on_close = on_close
+        self.recording = ctx.recording
+        self.credential = ctx.credential
+        self.policy = ctx.policy()
+        self._policy_getter = ctx.policy
+        self._pending: deque[_Pending] = deque()
+        self._statements: dict[str, str] = {}  # prepared statement name -> SQL (protocol level)
+        self._portals: dict[str, tuple[str, tuple]] = {}  # portal -> (SQL, params)
+        self._described: set[str] = set()
+        self._portal_masker: dict[str, Any] = {}
+        self._ubuf = bytearray()
+        self._skip_to_sync = False
+        self.stalled = False
+        self.closed = False
+        self.status = "I"
+        self.executed = 0
+        self.streams: tuple = ()
+        self.done = asyncio.get_running_loop().create_future()
+
+    def start(self, pending_client: bytes, pending_upstream: bytes) -> None:
+        self.client.set_protocol(_ClientSide(self))
+        self.up.set_protocol(_UpstreamSide(self))
+        if pending_upstream:
+            self.from_upstream(pending_upstream)
+        if pending_client:
+            self.from_client(b"")
+
+    def reload(self) -> None:
+        """Called after SIGHUP: the next statement is judged by the new policy."""
+        self.policy = self._policy_getter()
+
+    # ------------------------------------------------------------ client -> database
+
+    def from_client(self, data: bytes) -> None:
+        if self.closed:
+            return
+        parser = self.parser
+        parser.feed(data)
+        out: list[bytes] = []
+        try:
+            while True:
+                msg = parser.next_message()
+                if msg is None:
+                    break
+                self._client_message(msg, parser.last_raw, out)
+        except pw.ProtocolError as exc:
+            if out:
+                self.up.write(b"".join(out))
+            self.fatal("08P01", f"protocol violation: {exc}")
+            return
+        if out:
+            self.up.write(b"".join(out))
+
+    def _client_message(self, msg: Any, raw: bytes, out: list[bytes]) -> None:
+        cls = type(msg)
+        if cls is pw.Bind:
+            self._bind(msg, raw, out)
+        elif cls is pw.Execute:
+            self._execute(msg, raw, out)
+        elif cls is pw.Sync:
+            self._pending.append(_Pending(_Kind.SYNC))
+            out.append(raw)
+        elif cls is pw.Query:
+            self._query(msg, raw, out)
+        elif cls is pw.Parse:
+            self._parse(msg, raw, out)
+        elif cls is pw.Describe:
+            if msg.kind == "P":
+                self._described.add(msg.name)
+            self._pending.append(_Pending(_Kind.DESCRIBE, portal=msg.name if msg.kind == "P" else None))
+            out.append(raw)
+        elif cls is pw.Close:
+            if msg.kind == "S":
+                self._statements.pop(msg.name, None)
+            else:
+                self._portals.pop(msg.name, None)
+                self._portal_masker.pop(msg.name, None)
+            out.append(raw)
+        elif cls is pw.Terminate:
+            out.append(raw)
+            self.up.write(b"".join(out))
+            out.clear()
+            self.close("client terminated")
+        elif cls is pw.FunctionCall:
+            self._refuse_simple(
+                "the fast-path function call interface is not allowed through the gateway", out
+            )
+        else:  # Flush, CopyData, CopyDone, CopyFail
+            out.append(raw)
+
+    def _gate(self, text: str, proto: str) -> str | None:
+        """Checks the credential itself; returns a refusal message, or None."""
+        cred = self.credential
+        if time.time() >= cred.expires_at:
+            return "your gateway credential has expired; request a new token"
+        if cred.max_statements is not None and self.executed >= cred.max_statements:
+            return f"your gateway credential allows {cred.max_statements} statements; request a new token"
+        return None
+
+    def _record(self, text: str, params: Any, allowed: bool, rule: str | None, proto: str) -> int | None:
+        """Writes the statement record; None if it could not be written (then refuse)."""
+        try:
+            return self.recording.statement(text, params, allowed, rule, proto)
+        except Exception as exc:  # RecordingError or worse: no record, no forwarding
+            log.error("session recording failed: %s", exc)
+            return None
+
+    def _verdict(self, check: Callable[[str], Any], sql: str) -> Any:
+        try:
+            return check(sql)
+        except Exception as exc:  # fail closed on a policy bug
+            log.exception("policy check failed")
+            return _Refused(f"the gateway could not judge this statement ({type(exc).__name__})")
+
+    def _query(self, msg: pw.Query, raw: bytes, out: list[bytes]) -> None:
+        sql = msg.sql
+        problem = self._gate(sql, "simple")
+        verdict = None if problem else self._verdict(self.policy.check_query, sql)
+        if problem or not verdict.allowed:
+            self._record(sql, None, False, verdict.rule if verdict else "credential", "simple")
+            self._refuse_simple(problem or verdict.message, out)
+            return
+        h = self._record(sql, None, True, verdict.rule, "simple")
+        if h is None:
+            self._refuse_simple("the gateway cannot record this statement, so it is not run", out, "58030")
+            return
+        self.executed += 1
+        if _may_change_prepared(sql):
+            # SQL-level PREPARE/DEALLOCATE share the protocol's namespace: forget what we
+            # judged under those names, so a Bind to them is refused rather than trusted.
+            self._statements.clear()
+        self._pending.append(_Pending(_Kind.QUERY, h))
+        out.append(raw)
+
+    def _refuse_simple(self, message: str, out: list[bytes], code: str = "42501") -> None:
+        err = pw.ErrorResponse.make(code, message).encode()
+        self._pending.append(_Pending(_Kind.REFUSED_QUERY, message=err))
+        out.append(FAIL_QUERY)
+
+    def _refuse_extended(self, message: str, out: list[bytes], code: str = "42501") -> None:
+        err = pw.ErrorResponse.make(code, message).encode()
+        self._pending.append(_Pending(_Kind.REFUSED, message=err))
+        out.append(FAIL_EXTENDED)
+
+    def _parse(self, msg: pw.Parse, raw: bytes, out: list[bytes]) -> None:
+        self._statements.pop(msg.name, None)
+        if msg.name == RESERVED_NAME:
+            self._refuse_extended("this statement name is reserved by the gateway", out)
+            return
+        verdict = self._verdict(self.policy.check_parse, msg.sql)
+        if not verdict.allowed:
+            self._record(msg.sql, None, False, verdict.rule, "extended")
+            self._refuse_extended(verdict.message, out)
+            return
+        self._statements[msg.name] = msg.sql
+        out.append(raw)
+
+    def _bind(self, msg: pw.Bind, raw: bytes, out: list[bytes]) -> None:
+        self._described.discard(msg.portal)
+        self._portal_masker.pop(msg.portal, None)
+        sql = self._statements.get(msg.statement)
+        if sql is None:
+            self._portals.pop(msg.portal, None)
+            self._refuse_extended(
+                "Bind to a statement the gateway has not checked (prepare it with Parse in this session)", out
+            )
+            return
+        self._portals[msg.portal] = (sql, msg.params if msg.params else ())
+        out.append(raw)
+
+    def _execute(self, msg: pw.Execute, raw: bytes, out: list[bytes]) -> None:
+        portal = self._portals.get(msg.portal)
+        sql, params = portal if portal else (f"-- execute portal {msg.portal!r}", ())
+        problem = self._gate(sql, "extended")
+        if problem:
+            self._record(sql, None, False, "credential", "extended")
+            self._refuse_extended(problem, out)
+            return
+        h = self._record(sql, _params_for_record(params), True, None, "extended")
+        if h is None:
+            self._refuse_extended("the gateway cannot record this statement, so it is not run", out, "58030")
+            return
+        self.executed += 1
+        if msg.portal not in self._described and self.ctx.masking() is not None:
+            # Without a RowDescription the DataRows could not be masked: ask for one.
+            out.append(pw.Describe("P", msg.portal).encode())
+            self._pending.append(_Pending(_Kind.INJECTED_DESCRIBE, portal=msg.portal))
+            self._described.add(msg.portal)
+        self._pending.append(_Pending(_Kind.EXECUTE, h, portal=msg.portal))
+        out.append(raw)
+
+    # ------------------------------------------------------------ database -> client
+
+    def from_upstream(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if self._ubuf:
+            self._ubuf += data
+            buf: bytes | bytearray = self._ubuf
+        else:
+            buf = data
+        if self.stalled:
+            if buf is data:
+                self._ubuf += data
+            return
+        try:
+            frames, used = pw.split_frames(buf, self.ctx.max_message_size)
+        except pw.ProtocolError as exc:
+            self.fatal("08P01", f"the database sent a malformed message: {exc}")
+            return
+        cut = self._relay(buf, frames, used)
+        # Keep what was not forwarded (an incomplete message, or the rest after a stall).
+        if cut < len(buf):
+            rest = bytes(buf[cut:])
+            self._ubuf = bytearray(rest)
+        else:
+            self._ubuf = bytearray()
+
+    def _relay(self, buf: bytes | bytearray, frames: list[tuple[int, int, int]], used: int) -> int:
+        """Forwards the frames (rewriting where needed); returns how far it got."""
+        pieces: list[bytes | memoryview] = []
+        mark = 0  # start of the run of frames forwarded untouched
+        pending = self._pending
+        view = memoryview(buf)
+        masker: Any = _UNSET
+        for tag, start, end in frames:
+            if tag == _D:
+                if masker is _UNSET:
+                    masker = self._current_masker()
+                if masker is None:
+                    continue
+                new = b"" if masker.refuse else self._mask_row(masker, view[start + 5 : end])
+                if masker.refuse and self._pending:
+                    self._pending[0].withheld = masker.reason or "a masked column is in binary format"
+                if new is not None:
+                    pieces.append(view[mark:start])
+                    pieces.append(new)
+                    mark = end
+                continue
+            replace: bytes | None = None
+            if tag in (_C, _I, _s):
+                head = pending[0] if pending else None
+                if head is not None:
+                    if tag == _C:
+                        head.rows += _rows(view[start + 5 : end - 1])
+                    if head.withheld:
+                        head.error = head.withheld
+                        replace = _refusal(head.withheld, "ask for text format results")
+                        head.withheld = ""
+                    if head.kind == _Kind.EXECUTE:
+                        pending.popleft()
+                        self._finish(head)
+                masker = _UNSET
+            elif tag == _Z:
+                self.status = chr(buf[start + 5])
+                self._ready()
+                masker = _UNSET
+            elif tag in (_T, _n):
+                if tag == _T:
+                    stall = self._row_description(view[start:end])
+                    if stall:
+                        pieces.append(view[mark:start])
+                        self._flush(pieces)
+                        return start
+                swallow = self._described_done(tag)
+                if swallow:
+                    replace = b""
+                masker = _UNSET
+            elif tag == _E:
+                replace = self._error(bytes(view[start:end]))
+                masker = _UNSET
+            if replace is not None:
+                pieces.append(view[mark:start])
+                if replace:
+                    pieces.append(replace)
+                mark = end
+        if mark == 0 and not pieces:
+            if used:
+                self.client.write(buf if used == len(buf) and type(buf) is bytes else bytes(view[:used]))
+            return used
+        pieces.append(view[mark:used])
+        self._flush(pieces)
+        return used
+
+    def _flush(self, pieces: list) -> None:
+        data = b"".join(pieces)
+        if data:
+            self.client.write(data)
+
+    def _current_masker(self) -> Any:
+        """The masking plan for DataRows arriving now: the head statement's, or None."""
+        pending = self._pending
+        head = pending[0] if pending else None
+        if head is None:
+            return None
+        if head.kind == _Kind.EXECUTE:
+            return self._portal_masker.get(head.portal)
+        return head.masker
+
+    def _mask_row(self, masker: Any, payload: memoryview) -> bytes | None:
+        values = pw.decode_data_row(payload)
+        new, count = masker.mask(values)
+        if not count:
+            return None
+        head = self._pending[0] if self._pending else None
+        if head is not None:
+            head.masked += count
+        return pw.encode_data_row(new)
+
+    def _row_description(self, frame: memoryview) -> bool:
+        """Plans masking for the coming rows; True if the catalog must be asked first (stall)."""
+        if self.ctx.masking() is None:
+            return False
+        raw = bytes(frame)
+        try:
+            desc = pw.decode_backend(b"T", raw[5:])
+        except pw.ProtocolError:
+            desc = pw.RowDescription(())
+        catalog = self.ctx.catalog
+        oids = {f.table_oid for f in desc.fields}
+        if catalog is not None and not catalog.known(oids):
+            self._stall(catalog.resolve(oids))
+            return True
+        masker = self.ctx.plan_masking(raw, desc)
+        head = self._pending[0] if self._pending else None
+        if head is not None:
+            if head.kind in (_Kind.DESCRIBE, _Kind.INJECTED_DESCRIBE):
+                if head.portal is not None:
+                    self._portal_masker[head.portal] = masker
+            else:
+                head.masker = masker
+        return False
+
+    def _stall(self, coro: Any) -> None:
+        self.stalled = True
+        self.up.pause_reading()
+
+        async def wait() -> None:
+            try:
+                await coro
+            finally:
+                self.stalled = False
+                if not self.closed:
+                    self.up.resume_reading()
+                    self.from_upstream(b"")
+
+        asyncio.ensure_future(wait())
+
+    def _described_done(self, tag: int) -> bool:
+        """A RowDescription/NoData answered a Describe: pop it; True to swallow (ours)."""
+        pending = self._pending
+        if pending and pending[0].kind in (_Kind.DESCRIBE, _Kind.INJECTED_DESCRIBE):
+            head = pending.popleft()
+            if tag == _n and head.portal is not None:
+                self._portal_masker[head.portal] = None
+            return head.kind == _Kind.INJECTED_DESCRIBE
+        return False
+
+    def _error(self, raw: bytes) -> bytes | None:
+        """An ErrorResponse: attribute it; returns replacement bytes, or None to forward as is."""
+        pending = self._pending
+        if not pending:
+            return None
+        head = pending[0]
+        message = _error_message(raw)
+        if head.kind in (_Kind.QUERY, _Kind.REFUSED_QUERY):
+            head.error = message
+            return head.message if head.kind == _Kind.REFUSED_QUERY else None
+        # Extended protocol: the database now skips everything up to Sync.
+        replacement = head.message if head.kind == _Kind.REFUSED else None
+        while pending and pending[0].kind not in (_Kind.SYNC, _Kind.QUERY, _Kind.REFUSED_QUERY):
+            item = pending.popleft()
+            if item.kind == _Kind.EXECUTE:
+                item.error = message if item is head else "not run: an earlier message in the pipeline failed"
+                self._finish(item)
+        return replacement
+
+    def _ready(self) -> None:
+        pending = self._pending
+        while pending:
+            item = pending.popleft()
+            if item.kind == _Kind.EXECUTE:
+                self._finish(item)
+            if item.kind in (_Kind.SYNC, _Kind.QUERY, _Kind.REFUSED_QUERY):
+                if item.kind == _Kind.QUERY:
+                    self._finish(item)
+                break
+
+    def _finish(self, item: _Pending) -> None:
+        if item.handle is None:
+            return
+        try:
+            self.recording.result(
+                item.handle, (time.monotonic() - item.t0) * 1000.0, item.rows, item.error, item.masked
+            )
+        except Exception as exc:
+            log.error("session recording failed: %s", exc)
+            self.fatal("58030", "the gateway cannot record this session any more")
+
+    # ------------------------------------------------------------ ending
+
+    def fatal(self, code: str, message: str) -> None:
+        """Ends this one session with an error to the client."""
+        if self.closed:
+            return
+        log.warning("ending session: %s", message)
+        try:
+            self.client.write(pw.ErrorResponse.make(code, message, severity="FATAL").encode())
+        except Exception:  # noqa: S110 - the client may already be gone
+            pass
+        self.close(message)
+
+    def client_lost(self) -> None:
+        if not self.closed:
+            try:
+                self.up.write(pw.Terminate().encode())
+            except Exception:  # noqa: S110
+                pass
+        self.close("client disconnected")
+
+    def upstream_lost(self) -> None:
+        self.close("database connection closed")
+
+    def close(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for tr in (self.client, self.up):
+            tr.close()
+        for item in self._pending:
+            if item.kind in (_Kind.EXECUTE, _Kind.QUERY) and item.handle is not None:
+                item.error = item.error or f"session ended: {reason}"
+                try:
+                    self.recording.result(
+                        item.handle, (time.monotonic() - item.t0) * 1000.0, item.rows, item.error
+                    )
+                except Exception:  # noqa: S110 - recording closes below
+                    pass
+        self._pending.clear()
+        try:
+            self.recording.close(reason)
+        except Exception as exc:
+            log.error("closing the session recording failed: %s", exc)
+        self.on_close(self)
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+@dataclass(frozen=True)
+class _Refused:
+    message: str
+    allowed: bool = False
+    rule: str = "gateway-error"
+    classes: frozenset = frozenset()
+
+
+def _rows(tag: memoryview) -> int:
+    """Row count at the end of a CommandComplete tag (without its NUL)."""
+    raw = bytes(tag)
+    last = raw.rpartition(b" ")[2]
+    return int(last) if last.isdigit() else 0
+
+
+def _error_message(raw: bytes) -> str:
+    try:
+        err = pw.decode_backend(b"E", raw[5:])
+    except pw.ProtocolError:
+        return "error"
+    return f"{err.sqlstate}: {err.message}"
+
+
+def _params_for_record(params: tuple) -> list[str | None]:
+    out: list[str | None] = []
+    for p in params:
+        if p is None:
+            out.append(None)
+            continue
+        try:
+            out.append(p.decode())
+        except UnicodeDecodeError:
+            out.append("\\x" + p.hex())
+    return out
+
+
+def _may_change_prepared(sql: str) -> bool:
+    low = sql.lower()
+    return "prepare" in low or "deallocate" in low or "discard" in low
