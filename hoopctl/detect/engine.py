@@ -11,10 +11,9 @@ import threading
 from dataclasses import dataclass
 from typing import ClassVar
 
-import ahocorasick
-
 from hoopctl.detect import filters, parsers
 from hoopctl.detect.match import SEVERITIES, Match, fingerprint, redact
+from hoopctl.detect.prefilter import KeywordIndex
 from hoopctl.detect.rules import Rule, load_rules
 from hoopctl.detect.validators import VALIDATORS, Verdict
 
@@ -22,9 +21,6 @@ log = logging.getLogger(__name__)
 
 #: How far past a keyword a multi-line (`scope: file`) rule may read, e.g. a PEM key body.
 FILE_SCOPE_WINDOW = 64 * 1024
-#: Lines longer than this (minified code, blobs) are only searched in a window around each keyword.
-LONG_LINE = 4096
-WINDOW_BEFORE, WINDOW_AFTER = 256, 2048
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,15 +49,15 @@ class Detector:
         self.rules = rules
         self._by_id = {r.id: r for r in rules}
         self._pattern_rules = [r for r in rules if r.pattern is not None]
-        auto = ahocorasick.Automaton()
-        kw_rules: dict[str, list[int]] = {}
+        keywords = sorted({kw for r in self._pattern_rules for kw in r.keywords})
+        kw_index = {kw: n for n, kw in enumerate(keywords)}
+        # keyword number -> the pattern rules it triggers
+        self._kw_rules: list[list[int]] = [[] for _ in keywords]
         for i, r in enumerate(self._pattern_rules):
             for kw in r.keywords:
-                kw_rules.setdefault(kw, []).append(i)
-        for kw, idx in kw_rules.items():
-            auto.add_word(kw, tuple(idx))
-        auto.make_automaton()
-        self._auto = auto
+                self._kw_rules[kw_index[kw]].append(i)
+        self._prefilter = KeywordIndex(keywords)
+        self._kw_len = [len(kw) for kw in keywords]
         for r in rules:
             if r.validator and r.validator not in VALIDATORS:
                 raise ValueError(f"rule {r.id}: unknown validator {r.validator!r}")
@@ -97,31 +93,37 @@ class Detector:
         return self._finish(text, cands)
 
     def _rule_candidates(self, data: bytes, text: str) -> list[Candidate]:
-        lowered = data.lower().decode("latin-1")
-        # rule index -> line spans (start, end) where one of its keywords occurs
-        spans: dict[int, set[tuple[int, int]]] = {}
-        cur_start = cur_end = -1
-        for end_idx, rule_idx in self._auto.iter(lowered):
-            if not (cur_start <= end_idx < cur_end):
-                cur_start = text.rfind("\n", 0, end_idx) + 1
-                cur_end = text.find("\n", end_idx)
-                if cur_end < 0:
-                    cur_end = len(text)
-            if cur_end - cur_start > LONG_LINE:
-                region = (max(cur_start, end_idx - WINDOW_BEFORE), min(cur_end, end_idx + WINDOW_AFTER))
-            else:
-                region = (cur_start, cur_end)
-            for i in rule_idx:
-                spans.setdefault(i, set()).add(region)
+        hits = self._prefilter.hits(data)
+        if not hits:
+            return []
+        hits.sort()
+        # rule index -> regions to search: around the keyword (scope near), its line, or onward (file)
+        spans: dict[int, list[tuple[int, int]]] = {}
+        kw_len = self._kw_len
+        n = len(text)
+        ls = le = -1
+        for end_idx, kw in hits:
+            if not (ls <= end_idx <= le):
+                ls = text.rfind("\n", 0, end_idx) + 1
+                le = text.find("\n", end_idx)
+                if le < 0:
+                    le = n
+            kw_start = end_idx - kw_len[kw]
+            for i in self._kw_rules[kw]:
+                rule = self._pattern_rules[i]
+                if rule.scope == "near":
+                    region = (max(ls, kw_start - rule.back), min(le, end_idx + rule.ahead))
+                elif rule.scope == "line":
+                    region = (ls, le)
+                else:
+                    region = (ls, min(n, ls + FILE_SCOPE_WINDOW))
+                spans.setdefault(i, []).append(region)
         out: list[Candidate] = []
-        for i, lines in spans.items():
+        for i, regions in spans.items():
             rule = self._pattern_rules[i]
             pat = rule.pattern
             assert pat is not None
-            if rule.scope == "file":
-                regions = _merge([(s, min(len(text), s + FILE_SCOPE_WINDOW)) for s, _ in lines])
-            else:
-                regions = _merge(list(lines))
+            regions = _merge(regions)
             has_key = "key" in pat.groupindex
             for s, e in regions:
                 for m in pat.finditer(text, s, e):

@@ -32,7 +32,9 @@ class Rule:
     entropy: float | None = None
     validator: str | None = None
     prefix: str = ""
-    scope: str = "line"
+    scope: str = "near"
+    back: int = 64
+    ahead: int = 1024
     generic: bool = False
     specificity: int = DEFAULT_SPECIFICITY
     examples: tuple[Any, ...] = ()
@@ -55,6 +57,8 @@ _KNOWN_KEYS = {
     "validator",
     "prefix",
     "scope",
+    "back",
+    "ahead",
     "generic",
     "specificity",
     "examples",
@@ -85,6 +89,8 @@ def _build(raw: dict[str, Any]) -> Rule:
             raise RuleError(f"rule {rid}: a pattern rule needs 'keywords' for the prefilter")
     elif "parser" not in raw:
         raise RuleError(f"rule {rid}: needs 'pattern' or 'parser'")
+    if raw.get("scope", "near") not in ("near", "line", "file"):
+        raise RuleError(f"rule {rid}: scope must be near, line or file")
     generic = bool(raw.get("generic", False))
     return Rule(
         id=raw["id"],
@@ -96,7 +102,9 @@ def _build(raw: dict[str, Any]) -> Rule:
         entropy=raw.get("entropy"),
         validator=raw.get("validator"),
         prefix=raw.get("prefix", ""),
-        scope=raw.get("scope", "line"),
+        scope=raw.get("scope", "near"),
+        back=int(raw.get("back", 64)),
+        ahead=int(raw.get("ahead", 1024)),
         generic=generic,
         specificity=int(raw.get("specificity", 10 if generic else DEFAULT_SPECIFICITY)),
         examples=tuple(raw.get("examples") or ()),
