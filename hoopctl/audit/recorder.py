@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import functools
 import json
 import logging
 import math
@@ -56,9 +55,23 @@ POLICIES = ("always", "batch", "os")
 _START_FIELDS = frozenset({"sid", "identity", "chain", "client", "resource", "role", "recorder", "fsync"})
 _FILE_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _LOCK_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_dumps = functools.partial(
-    json.dumps, separators=(",", ":"), ensure_ascii=True, allow_nan=False, default=json_default
-)
+# Built once: json.dumps() with options would build an encoder on every call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False, default=json_default)
+
+
+def _encode_params(params: list[Any]) -> str:
+    """Bind parameters as JSON; the usual all-text (or NULL) case without the encoder."""
+    parts = []
+    for value in params:
+        if type(value) is str:
+            parts.append(encode_str(value))
+        elif value is None:
+            parts.append("null")
+        else:
+            return _ENCODER.encode(params)
+    return "[" + ",".join(parts) + "]"
+
+
 _time = time.time
 _mono = time.monotonic
 
@@ -254,7 +267,7 @@ class SessionRecording:
             p = "null"
         else:
             try:
-                p = _dumps(params)
+                p = _encode_params(params)
             except (TypeError, ValueError) as exc:
                 raise RecordingError(f"session {self.sid}: cannot encode parameters: {exc}") from None
         body = (
