@@ -72,10 +72,9 @@ PSEUDO_FS = frozenset(
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC | os.O_NONBLOCK
 # O_NOATIME leaves access times as they were (a scan should not look like a user reading their
-# files) and saves a metadata write; the kernel allows it only to the owner or CAP_FOWNER.
-if os.geteuid() == 0 and hasattr(os, "O_NOATIME"):
-    _FILE_FLAGS |= os.O_NOATIME
-    _DIR_FLAGS |= os.O_NOATIME
+# files) and saves a metadata write; the kernel allows it only to the owner or CAP_FOWNER, so it is
+# used only by root, and dropped for the rest of a walk after the first EPERM.
+_NOATIME = getattr(os, "O_NOATIME", 0)
 
 _UNREADABLE = (errno.EACCES, errno.EPERM)
 _BOMS = (
@@ -192,6 +191,23 @@ class Walker:
     part: tuple[int, int] = (0, 1)
     counters: WalkCounters = field(default_factory=WalkCounters)
     _pseudo: frozenset[int] | None = None
+    _file_flags: int = _FILE_FLAGS
+    _dir_flags: int = _DIR_FLAGS
+
+    def __post_init__(self) -> None:
+        if os.geteuid() == 0 and _NOATIME:
+            self._file_flags |= _NOATIME
+            self._dir_flags |= _NOATIME
+
+    def _open(self, name: str, flags: int, dir_fd: int | None) -> int:
+        try:
+            return os.open(name, flags, dir_fd=dir_fd)
+        except PermissionError as exc:
+            if not (flags & _NOATIME and exc.errno == errno.EPERM):
+                raise
+            self._file_flags &= ~_NOATIME
+            self._dir_flags &= ~_NOATIME
+            return os.open(name, flags & ~_NOATIME, dir_fd=dir_fd)
 
     def _is_pseudo(self, dev: int) -> bool:
         if self._pseudo is None:
@@ -223,7 +239,7 @@ class Walker:
                 c.skipped_special += 1
             return
         try:
-            fd = os.open(root, _DIR_FLAGS)
+            fd = self._open(root, self._dir_flags, None)
         except OSError as exc:
             if exc.errno in _UNREADABLE:
                 if lead:
@@ -238,7 +254,7 @@ class Walker:
 
     def _single(self, parent: str, name: str, display: str) -> Iterator[FileData]:
         try:
-            dfd = os.open(parent, _DIR_FLAGS)
+            dfd = self._open(parent, self._dir_flags, None)
         except OSError as exc:
             self._count_open_error(exc)
             return
@@ -264,7 +280,7 @@ class Walker:
     def _read(self, dfd: int, name: str, path: str, shared: bool) -> FileData | None:
         c = self.counters
         try:
-            fd = os.open(name, _FILE_FLAGS, dir_fd=dfd)
+            fd = self._open(name, self._file_flags, dfd)
         except OSError as exc:
             self._count_open_error(exc)
             return None
@@ -382,7 +398,7 @@ class Walker:
                         )
                     continue
                 try:
-                    cfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                    cfd = self._open(name, self._dir_flags, fd)
                 except OSError as exc:
                     if lead:
                         self._count_open_error(exc)
