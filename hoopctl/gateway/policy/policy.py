@@ -1,0 +1,308 @@
+"""Roles grant classes of statement; a session's policy judges each query string against them.
+
+A role is a plain set of classes (see `classify.py` for what each class means), so that roles can
+later be intersected along a token chain and widened by just-in-time grants (`extra_grants`).
+A query string is allowed only when every statement in it is; a refusal names its rule and tells
+the caller how to ask for access.
+
+Classification is the expensive part (a full parse and walk), so the policy caches it by the
+statement's normalized text (`pglast.parser.normalize`: literals replaced by $n), which pgbench's
+and psql's queries share whatever their literal values; classifications that depended on a literal
+are never cached (see `classify.py`). The cache is an LRU of bounded size, shared by the sessions
+of one `Policy`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pglast import parser
+
+from hoopctl.gateway.policy.classify import (
+    GRANTABLE,
+    UNKNOWN_GRANT,
+    UNPARSABLE,
+    Classification,
+    StatementClass,
+    classify,
+)
+
+log = logging.getLogger(__name__)
+
+# The SQLSTATE a refusal is reported with (insufficient_privilege).
+REFUSAL_SQLSTATE = "42501"
+
+# Grant shorthand in the config: every class, and the unknown grant.
+ALL = "all"
+
+# Transaction control and everyday session settings: every configured role may use them.
+ALWAYS_GRANTED = frozenset({"session"})
+
+# When several classes are missing, the message names the most dangerous first.
+_SEVERITY = (
+    "program",
+    "file",
+    "role_switch",
+    "backend_control",
+    "remote",
+    "dynamic",
+    "admin",
+    "procedural",
+    "search_path",
+    "ddl",
+    "maintenance",
+    "copy",
+    "write",
+    "lock",
+    "read",
+    "session",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Role:
+    """A named set of granted statement classes."""
+
+    name: str
+    grants: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The decision on one query string: allowed or not, what it does, and why."""
+
+    allowed: bool
+    classes: frozenset[str]
+    rule: str
+    message: str
+
+
+class Policy:
+    """The configured roles, and a cache of classifications shared by every session."""
+
+    def __init__(self, roles: Mapping[str, Role], *, cache_size: int = 2048, max_cached_text: int = 8192):
+        self.roles: dict[str, Role] = dict(roles)
+        self.cache_size = cache_size
+        self.max_cached_text = max_cached_text
+        self._cache: OrderedDict[str, Classification] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    @classmethod
+    def from_config(cls, roles: object, **kwargs: int) -> Policy:
+        """Builds a policy from the `roles:` mapping of the YAML config; ValueError names the bad key."""
+        if not isinstance(roles, Mapping):
+            raise ValueError(
+                f"roles: expected a mapping of role name to {{grants: [...]}}, got {_kind(roles)}"
+            )
+        built: dict[str, Role] = {}
+        for name, spec in roles.items():
+            where = f"roles.{name}"
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"{where}: a role name must be a non-empty string")
+            if not isinstance(spec, Mapping):
+                raise ValueError(f"{where}: expected a mapping with a grants list, got {_kind(spec)}")
+            if "grants" not in spec:
+                raise ValueError(f"{where}.grants: missing (a list of classes, e.g. [read])")
+            grants = spec["grants"]
+            if not isinstance(grants, list | tuple):
+                raise ValueError(f"{where}.grants: expected a list of classes, got {_kind(grants)}")
+            granted: set[str] = set()
+            for index, grant in enumerate(grants):
+                if grant == ALL:
+                    granted |= GRANTABLE
+                elif isinstance(grant, str) and grant in GRANTABLE:
+                    granted.add(grant)
+                else:
+                    known = ", ".join(sorted(GRANTABLE | {ALL}))
+                    raise ValueError(f"{where}.grants[{index}]: unknown class {grant!r} (known: {known})")
+            built[name] = Role(name=name, grants=frozenset(granted))
+        return cls(built, **kwargs)
+
+    def classify(self, sql: str) -> Classification:
+        """The classification of `sql`, from the cache when an equivalent text was seen."""
+        try:
+            key = parser.normalize(sql)
+        except parser.ParseError:
+            return classify(sql)  # reports it unparsable; not worth caching
+        cached = self._cache.get(key)
+        if cached is not None:
+            self._cache.move_to_end(key)
+            self.hits += 1
+            return cached
+        self.misses += 1
+        found = classify(sql)
+        if found.cacheable and len(key) <= self.max_cached_text:
+            self._cache[key] = found
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return found
+
+    def session(
+        self, role: str, extra_grants: frozenset[str] = frozenset(), *, resource: str | None = None
+    ) -> SessionPolicy:
+        """The policy of one client session acting as `role` (unknown role: everything refused)."""
+        return SessionPolicy(self, role, extra_grants, resource=resource)
+
+    def role_granting(self, needed: frozenset[str]) -> str | None:
+        """The narrowest configured role granting all of `needed`, to suggest in a refusal."""
+        fitting = [role for role in self.roles.values() if needed <= role.grants]
+        if not fitting:
+            return None
+        return min(fitting, key=lambda role: (len(role.grants), role.name)).name
+
+
+class SessionPolicy:
+    """Judges the statements of one session; tracks its prepared statements.
+
+    SQL `PREPARE name AS ...` and named protocol-level Parse messages record what `name` does, so
+    that `EXECUTE name` is judged by it. A name keeps every class it ever carried in the session
+    (re-preparing a name after DEALLOCATE cannot launder it, even when a DEALLOCATE failed on the
+    server); EXECUTE of a name the gateway never saw prepared is refused.
+    """
+
+    def __init__(
+        self, policy: Policy, role: str, extra_grants: frozenset[str] = frozenset(), *, resource: str | None
+    ):
+        self.policy = policy
+        self.role = role
+        self.resource = resource
+        self._role = policy.roles.get(role)
+        self._extra = frozenset(extra_grants)
+        self._prepared: dict[str, frozenset[str]] = {}
+        self._history: dict[str, frozenset[str]] = {}
+
+    @property
+    def grants(self) -> frozenset[str]:
+        if self._role is None:
+            return frozenset()
+        return self._role.grants | self._extra | ALWAYS_GRANTED
+
+    def set_extra_grants(self, extra_grants: frozenset[str]) -> None:
+        """Replaces the just-in-time grants (an approval arrived, or one expired)."""
+        self._extra = frozenset(extra_grants)
+
+    def check_query(self, sql: str) -> Verdict:
+        """A simple-protocol Query: every statement must be allowed, or the whole string is refused."""
+        return self._check(self.policy.classify(sql), parse_name=None)
+
+    def check_parse(self, sql: str, name: str = "") -> Verdict:
+        """An extended-protocol Parse (one statement); `name` is the prepared statement's name."""
+        found = self.policy.classify(sql)
+        if found.error is None and len(found.statements) > 1:
+            return self._refuse("multiple-statements-in-parse", found.classes, None)
+        return self._check(found, parse_name=name)
+
+    def check_execute(self, name: str) -> Verdict:
+        """Bind/Execute of a statement prepared earlier: judged again against today's grants."""
+        stored = self._prepared.get(name)
+        if stored is None:
+            return self._refuse(f"unknown-prepared-statement:{name}", frozenset(), None)
+        return self._judge_classes(stored, self.grants)
+
+    def close_statement(self, name: str) -> None:
+        """A protocol-level Close of a prepared statement."""
+        self._prepared.pop(name, None)
+
+    def _check(self, found: Classification, parse_name: str | None) -> Verdict:
+        if found.error is not None:
+            return self._refuse(UNPARSABLE, frozenset(), None, detail=found.error)
+        if self._role is None:
+            return self._refuse("unknown-role", found.classes, None)
+        grants = self.grants
+        statements = found.statements
+        if len(statements) == 1 and parse_name is None:
+            only = statements[0]
+            if only.plain and only.classes <= grants:
+                return Verdict(True, only.classes, "allowed", "")
+        prepared = self._prepared
+        staged: dict[str, frozenset[str]] | None = None
+        total: frozenset[str] = frozenset()
+        for statement in statements:
+            needed = statement.classes
+            if statement.refused:
+                return self._refuse(statement.refused[0], found.classes, None)
+            if statement.unknown and UNKNOWN_GRANT not in grants:
+                return self._refuse(statement.unknown[0], found.classes, frozenset({UNKNOWN_GRANT}))
+            current = prepared if staged is None else staged
+            for name in statement.executes:
+                runs = current.get(name)
+                if runs is None:
+                    return self._refuse(f"unknown-prepared-statement:{name}", found.classes, None)
+                needed = needed | runs
+            verdict = self._judge_classes(needed, grants)
+            if not verdict.allowed:
+                return verdict
+            total |= needed
+            if (
+                statement.prepares is not None
+                or statement.deallocates is not None
+                or statement.deallocates_all
+            ):
+                staged = dict(current) if staged is None else staged
+                self._apply(statement, staged)
+        if staged is not None:
+            self._prepared = staged
+        if parse_name is not None:
+            stored = _stored(statements[0]) if statements else frozenset()
+            self._record(parse_name, stored, self._prepared, union=parse_name != "")
+        return Verdict(True, total, "allowed", "")
+
+    def _apply(self, statement: StatementClass, staged: dict[str, frozenset[str]]) -> None:
+        if statement.deallocates_all:
+            staged.clear()
+        if statement.deallocates is not None:
+            staged.pop(statement.deallocates, None)
+        if statement.prepares is not None:
+            self._record(statement.prepares, _stored(statement), staged, union=True)
+
+    def _record(
+        self, name: str, classes: frozenset[str], into: dict[str, frozenset[str]], union: bool
+    ) -> None:
+        if union:
+            classes = classes | self._history.get(name, frozenset())
+            self._history[name] = classes
+        into[name] = classes
+
+    def _judge_classes(self, needed: frozenset[str], grants: frozenset[str]) -> Verdict:
+        missing = needed - grants
+        if not missing:
+            return Verdict(True, needed, "allowed", "")
+        worst = min(missing, key=lambda cls: _SEVERITY.index(cls) if cls in _SEVERITY else -1)
+        return self._refuse(f"{worst}-not-granted", needed, needed)
+
+    def _refuse(
+        self, rule: str, classes: frozenset[str], needed: frozenset[str] | None, detail: str | None = None
+    ) -> Verdict:
+        if rule == UNPARSABLE:
+            message = f"hoopctl: statement refused by rule {rule} ({detail}): the gateway only forwards SQL it can parse"
+        elif self._role is None:
+            message = f'hoopctl: statement refused by rule {rule}: role "{self.role}" is not configured on this gateway'
+        else:
+            granted = ", ".join(sorted(self.grants)) or "nothing"
+            message = f'hoopctl: statement refused by rule {rule} (role "{self.role}" on this resource grants: {granted}).'
+            if needed is not None:
+                suggested = self.policy.role_granting(needed | self.grants) or self.policy.role_granting(
+                    needed
+                )
+                role = suggested or "<role granting " + ", ".join(sorted(needed - self.grants)) + ">"
+                resource = self.resource or "<resource>"
+                message += f' Ask for access: hoopctl access request --resource {resource} --role {role} --reason "..."'
+            else:
+                message += " No role can allow this statement; rewrite it or ask an administrator."
+        log.debug("refused: %s", rule)
+        return Verdict(False, classes, rule, message)
+
+
+def _stored(statement: StatementClass) -> frozenset[str]:
+    """What a prepared statement will need when executed: its classes, and `unknown` if it had any."""
+    if statement.unknown:
+        return statement.classes | {UNKNOWN_GRANT}
+    return statement.classes
+
+
+def _kind(value: object) -> str:
+    return type(value).__name__
