@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from hoopctl.audit import layout
-from hoopctl.audit.chain import ChainChecker, ChainError
+from hoopctl.audit.chain import ChainChecker, ChainError, parse_line
 from hoopctl.audit.ids import is_id
 
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -61,6 +61,7 @@ class ChainRead:
     hashes: list[str]
     problem: Problem | None
     tail: bytes  # bytes after the last newline (a record cut short, or nothing)
+    warnings: list[Problem] = field(default_factory=list)
 
 
 @dataclass
@@ -74,6 +75,7 @@ class LedgerView:
     head: str | None = None
     unchecked_macs: bool = False
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -113,23 +115,49 @@ class Summary:
     status: str  # closed | open | recovered | damaged
 
 
-def read_chain(data: bytes, name: str, key: bytes | None = None) -> ChainRead:
-    """Check ``data`` line by line; stop at the first bad record."""
+def _torn_marker(raw: bytes, following: bytes | None, checker: ChainChecker) -> bool:
+    """True when ``raw`` is a fragment that a recorder, restarting after a crash,
+    closed and marked with a ``torn`` record continuing the chain right after it."""
+    if following is None:
+        return False
+    try:
+        nxt = parse_line(following).record
+    except ChainError:
+        return False
+    return (
+        nxt.get("kind") == "torn"
+        and nxt.get("bytes") == len(raw)
+        and nxt.get("seq") == checker.seq
+        and nxt.get("prev") == checker.prev
+    )
+
+
+def read_chain(data: bytes, name: str, key: bytes | None = None, allow_torn: bool = False) -> ChainRead:
+    """Check ``data`` line by line; stop at the first bad record.
+
+    ``allow_torn`` (the ledger): a damaged line followed by a valid ``torn`` marker
+    for exactly its bytes is a warning, not a break.
+    """
     checker = ChainChecker(key)
     lines = data.split(b"\n")
     tail = lines.pop()
     records: list[dict[str, Any]] = []
     hashes: list[str] = []
+    warnings: list[Problem] = []
     problem = None
     for number, raw in enumerate(lines, 1):
         try:
             parsed = checker.check(raw)
         except ChainError as exc:
+            following = lines[number] if number < len(lines) else None
+            if allow_torn and _torn_marker(raw, following, checker):
+                warnings.append(Problem(name, number, None, f"{len(raw)} bytes of a record torn by a crash"))
+                continue
             problem = Problem(name, number, checker.seq, str(exc))
             break
         records.append(parsed.record)
         hashes.append(parsed.hash)
-    return ChainRead(records, hashes, problem, tail)
+    return ChainRead(records, hashes, problem, tail, warnings)
 
 
 def read_key_file(path: str | Path) -> bytes:
@@ -219,11 +247,12 @@ class Recordings:
             raise RecordingsError(f"cannot read {self.dir / layout.LEDGER}: {exc.strerror}") from None
         if data is None:
             return LedgerView([], None)
-        chain = read_chain(data, layout.LEDGER, self.key)
+        chain = read_chain(data, layout.LEDGER, self.key, allow_torn=True)
         problem = chain.problem
         if problem is None and chain.tail:
             problem = Problem(layout.LEDGER, len(chain.records) + 1, len(chain.records), "record cut short")
         view = LedgerView(chain.records, problem, head=chain.hashes[-1] if chain.hashes else None)
+        view.warnings = chain.warnings
         view.unchecked_macs = self.key is None
         for number, rec in enumerate(chain.records, 1):
             kind, sid = rec.get("kind"), rec.get("sid")
@@ -289,6 +318,7 @@ class Recordings:
             if ledger.problem:
                 problems.append(ledger.problem)
             problems.extend(ledger.problems)
+            warnings.extend(ledger.warnings)
             files = set(self._ids(sdfd))
             sids = sorted(files | set(ledger.opens)) if sid is None else [sid]
             for one in sids:

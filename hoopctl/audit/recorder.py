@@ -111,17 +111,20 @@ class Ledger:
         self.dirty = False
 
     @contextlib.contextmanager
-    def locked(self) -> Iterator[Ledger]:
-        """Hold the ledger (threads and processes) and bring the tail up to date."""
+    def locked(self, repair: bool = False) -> Iterator[Ledger]:
+        """Hold the ledger (threads and processes) and bring the tail up to date.
+
+        ``repair``: mark a record torn by a crash instead of refusing to go on
+        (done once, when a recorder starts)."""
         with self._lock:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
             try:
-                self._sync_tail()
+                self._sync_tail(repair)
                 yield self
             finally:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
 
-    def _sync_tail(self) -> None:
+    def _sync_tail(self, repair: bool) -> None:
         st = os.fstat(self._fd)
         if st.st_nlink == 0:
             raise RecordingError("the recordings ledger was deleted")
@@ -132,22 +135,38 @@ class Ledger:
             self._prev, self._seq, self._size = GENESIS, 0, 0
             return
         window = 4096
-        while True:
+        while True:  # find the last newline and the one before it
             start = max(0, size - window)
-            tail = os.pread(self._fd, size - start, start)
-            if not tail.endswith(b"\n"):
-                raise RecordingError("the ledger ends with a partial record; run `hoopctl sessions verify`")
-            cut = tail.rfind(b"\n", 0, len(tail) - 1)
-            if cut >= 0 or start == 0:
+            buf = os.pread(self._fd, size - start, start)
+            nl = buf.rfind(b"\n")
+            before = buf.rfind(b"\n", 0, nl) if nl >= 0 else -1
+            if before >= 0 or start == 0:
                 break
             window *= 4
-        try:
-            last = parse_line(tail[cut + 1 : -1])
-        except ChainError as exc:
-            raise RecordingError(
-                f"the ledger's last record is damaged ({exc}); run `hoopctl sessions verify`"
-            ) from None
-        self._prev, self._seq, self._size = last.hash, int(last.record["seq"]) + 1, size
+        fragment = buf[nl + 1 :]
+        if fragment and not repair:
+            raise RecordingError("the ledger ends with a partial record; run `hoopctl sessions verify`")
+        if nl < 0:
+            self._prev, self._seq = GENESIS, 0
+        else:
+            try:
+                last = parse_line(buf[before + 1 : nl])
+            except ChainError as exc:
+                raise RecordingError(
+                    f"the ledger's last record is damaged ({exc}); run `hoopctl sessions verify`"
+                ) from None
+            self._prev, self._seq = last.hash, int(last.record["seq"]) + 1
+        self._size = size
+        if fragment:
+            # A crash (power cut) left part of a record: close its line and say so in
+            # the chain, which continues from the last whole record.
+            try:
+                _write_all(self._fd, b"\n")
+            except OSError as exc:
+                raise RecordingError(f"cannot repair the recordings ledger: {_why(exc)}") from exc
+            self._size += 1
+            self.append("torn", {"bytes": len(fragment)})
+            log.warning("the recordings ledger ended with %d bytes of a torn record; marked", len(fragment))
 
     def append(self, kind: str, fields: dict[str, Any]) -> str:
         """Append one record; call inside ``locked()``. Returns its hash."""
@@ -270,12 +289,15 @@ class SessionRecording:
                 p = _encode_params(params)
             except (TypeError, ValueError) as exc:
                 raise RecordingError(f"session {self.sid}: cannot encode parameters: {exc}") from None
-        body = (
-            f'{{"seq":{seq},"ts":{_time():.6f},"t":{_mono() - self._t0:.6f},"prev":"{self._prev}",'
-            f'"kind":"stmt","text":{encode_str(text)},"params":{p},'
-            f'"allowed":{"true" if allowed else "false"},"rule":{"null" if rule is None else encode_str(rule)},'
-            f'"proto":{encode_str(protocol)}}}'
-        ).encode("ascii")
+        try:
+            body = (
+                f'{{"seq":{seq},"ts":{_time():.6f},"t":{_mono() - self._t0:.6f},"prev":"{self._prev}",'
+                f'"kind":"stmt","text":{encode_str(text)},"params":{p},'
+                f'"allowed":{"true" if allowed else "false"},"rule":{"null" if rule is None else encode_str(rule)},'
+                f'"proto":{encode_str(protocol)}}}'
+            ).encode("ascii")
+        except TypeError as exc:  # text, rule or protocol not a str
+            raise RecordingError(f"session {self.sid}: cannot encode statement: {exc}") from None
         self._append(body)
         self._stmts += 1
         if not allowed:
@@ -288,12 +310,15 @@ class SessionRecording:
         """Record how statement ``h`` ended: time taken, rows, error, masked values."""
         if self._closed:
             raise RecordingError(f"session {self.sid}: recording already closed")
-        ms = f"{duration_ms:.3f}" if math.isfinite(duration_ms) else "null"
-        body = (
-            f'{{"seq":{self._seq},"ts":{_time():.6f},"t":{_mono() - self._t0:.6f},"prev":"{self._prev}",'
-            f'"kind":"result","stmt":{int(h)},"ms":{ms},"rows":{"null" if rows is None else int(rows)},'
-            f'"error":{"null" if error is None else encode_str(error)},"masked":{int(masked)}}}'
-        ).encode("ascii")
+        try:
+            ms = f"{duration_ms:.3f}" if math.isfinite(duration_ms) else "null"
+            body = (
+                f'{{"seq":{self._seq},"ts":{_time():.6f},"t":{_mono() - self._t0:.6f},"prev":"{self._prev}",'
+                f'"kind":"result","stmt":{int(h)},"ms":{ms},"rows":{"null" if rows is None else int(rows)},'
+                f'"error":{"null" if error is None else encode_str(error)},"masked":{int(masked)}}}'
+            ).encode("ascii")
+        except (TypeError, ValueError) as exc:
+            raise RecordingError(f"session {self.sid}: cannot encode result: {exc}") from None
         self._append(body)
 
     def event(self, kind: str, **fields: Any) -> None:
@@ -441,7 +466,7 @@ class Recorder:
                 os.close(fd)
             raise RecordingError(f"cannot open recordings directory {self.dir}: {_why(exc)}") from exc
         try:
-            with self._ledger.locked() as ledger:
+            with self._ledger.locked(repair=True) as ledger:
                 ledger.append(
                     "recorder", {"recorder": self.id, "pid": os.getpid(), "host": socket.gethostname()}
                 )
@@ -592,11 +617,14 @@ class Recorder:
                 rec.check_linked()
 
     def sync(self) -> None:
-        """fsync every file written since the last call (the group commit)."""
+        """fsync every file written since the last call (the group commit).
+
+        The ledger first, and only the sessions registered before it: then a power
+        cut never leaves a durable session file with statements whose ledger entry
+        was lost (which verify would have to call an inserted session).
+        """
         with self._lock:
             sessions = list(self._open.values())
-        for rec in sessions:
-            rec.fsync()
         try:
             if self._sessions_dirty:
                 self._sessions_dirty = False
@@ -605,6 +633,8 @@ class Recorder:
                 self._ledger.fsync()
         except OSError as exc:  # the sessions' own fsyncs carry the failure to callers
             log.error("fsync of the recordings directory failed: %s", _why(exc))
+        for rec in sessions:
+            rec.fsync()
 
     # -- recovery -----------------------------------------------------------------
 

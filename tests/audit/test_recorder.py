@@ -308,3 +308,49 @@ def test_bad_arguments(tmp_path: Path) -> None:
         Recorder(tmp_path / "r", fsync="sometimes")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         Recorder(tmp_path / "r", interval_ms=0)
+
+
+def _killed_recorder_session(d: Path) -> str:
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_CHILD, str(d), "batch"], stdout=subprocess.PIPE, cwd=REPO, text=True
+    )
+    try:
+        sid = child.stdout.readline().strip()
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait(10)
+    return sid
+
+
+def test_crash_torn_session_tail_is_sealed_as_such(tmp_path: Path) -> None:
+    d = tmp_path / "r"
+    sid = _killed_recorder_session(d)
+    path = d / "sessions" / f"{sid}.jsonl"
+    with open(path, "ab") as f:
+        f.write(b'{"seq":2,"ts":17')  # what a power cut can leave of the next record
+    Recorder(d).close()
+    report = Recordings(d).verify()
+    assert report.ok and [w.reason for w in report.warnings] == ["16 bytes of a record cut short by a crash"]
+    path.write_bytes(path.read_bytes()[:-16])  # the torn bytes the ledger noted must stay
+    assert "torn tail" in Recordings(d).verify().first.reason
+
+
+def test_torn_ledger_tail_is_marked_by_the_next_recorder(tmp_path: Path) -> None:
+    d = tmp_path / "r"
+    with Recorder(d) as r:
+        write_session(r)
+        live = Recorder(d)  # a second recorder, still running when the ledger gets torn
+        with open(d / "ledger.jsonl", "ab") as f:
+            f.write(b'{"seq":99,"ts":1')
+        first = Recordings(d).verify().first
+        assert first.file == "ledger.jsonl" and "cut short" in first.reason
+        with pytest.raises(RecordingError, match="partial record"):
+            live.open_session("a", (), "c", "db", "read")  # a running recorder never guesses
+        with Recorder(d) as fresh:  # a restart marks the torn record, and all carry on
+            write_session(fresh, "after")
+        write_session(live, "live")
+        live.close()
+    report = Recordings(d).verify()
+    assert report.ok, report.problems
+    assert any("torn by a crash" in w.reason for w in report.warnings)
+    assert report.sessions == 3
