@@ -303,6 +303,8 @@ class Vault:
         self.root = pathfd.to_bytes(root)
         try:
             fd = pathfd.ensure_dir(self.root, 0o700) if create else pathfd.open_dir(self.root)
+        except UnsafePath as exc:
+            raise VaultError(f"vault: {exc.strerror}") from None
         except OSError as exc:
             raise VaultError(f"vault {display(self.root)}: {exc.strerror or exc}") from None
         st = os.fstat(fd)
