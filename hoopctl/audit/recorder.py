@@ -448,6 +448,7 @@ class Recorder:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._sessions_dirty = False
+        self._failed: OSError | None = None
         fds: list[int] = []
         try:
             os.makedirs(self.dir, mode=0o700, exist_ok=True)
@@ -497,6 +498,8 @@ class Recorder:
         """
         if self._closed:
             raise RecordingError("recorder is closed")
+        if self._failed is not None:
+            raise RecordingError(f"recordings directory {self.dir} failed to sync: {_why(self._failed)}")
         clash = (RESERVED | _START_FIELDS) & extra.keys()
         if clash:
             raise ValueError(f"extra start fields may not be named {sorted(clash)}")
@@ -631,7 +634,9 @@ class Recorder:
                 os.fsync(self._sdfd)
             if self._ledger.dirty:
                 self._ledger.fsync()
-        except OSError as exc:  # the sessions' own fsyncs carry the failure to callers
+        except OSError as exc:
+            # New sessions are refused from now on; open ones carry their own fsyncs.
+            self._failed = exc
             log.error("fsync of the recordings directory failed: %s", _why(exc))
         for rec in sessions:
             rec.fsync()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import signal
@@ -354,3 +355,26 @@ def test_torn_ledger_tail_is_marked_by_the_next_recorder(tmp_path: Path) -> None
     assert report.ok, report.problems
     assert any("torn by a crash" in w.reason for w in report.warnings)
     assert report.sessions == 3
+
+
+def test_ledger_events_link_to_session_events(tmp_path: Path) -> None:
+    d = tmp_path / "r"
+    with Recorder(d) as r:
+        rec = r.open_session(
+            "helper",
+            ({"token": "t-job", "identity": "ci-job"}, {"token": "t-helper", "identity": "helper"}),
+            "c",
+            "db",
+            "read",
+        )
+        ref = r.event("access-approved", request="req-9", approver="dana", grant="g-1", until=1_900_000_000)
+        rec.event("grant-applied", grant="g-1", ledger_ref=ref)
+        rec.close()
+    recs = Recordings(d)
+    assert recs.verify().ok
+    doc = recs.load(rec.sid)
+    assert [c["identity"] for c in doc["session"]["chain"]] == ["ci-job", "helper"]
+    (event,) = doc["items"]
+    ledger = [json.loads(line) for line in (d / "ledger.jsonl").read_text().splitlines()]
+    approved = next(x for x in ledger if x.get("event") == "access-approved")
+    assert approved["hash"] == event["ledger_ref"] and approved["approver"] == "dana"

@@ -160,3 +160,15 @@ def test_hash_is_over_the_bytes_as_written(written: Written) -> None:
     raw = lines_of(written.session_path(0))[1].rstrip(b"\n")
     body, _, tail = raw.rpartition(b',"hash":"')
     assert hashlib.sha256(body + b"}").hexdigest().encode() == tail[:-2]
+
+
+def test_symlinked_session_file_is_not_followed(written: Written, tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("root-only data\n")
+    path = written.session_path(1)
+    path.unlink()
+    path.symlink_to(secret)
+    report = _verify(written)
+    assert report.first.file == f"sessions/{written.sids[1]}.jsonl"
+    assert "cannot read" in report.first.reason and "symbolic links" in report.first.reason
+    assert "root-only" not in repr(report)
