@@ -145,7 +145,21 @@ def is_reaper(snapshot: Snapshot, pid: int, extra: frozenset[str] = frozenset())
 
 
 def reparented(snapshot: Snapshot, proc: Proc, extra: frozenset[str] = frozenset()) -> bool:
-    """Whether `proc` now hangs off PID 1 or a subreaper (or its parent is gone from the snapshot)."""
+    """Whether `proc` now hangs off PID 1 or a subreaper (or its parent is gone from the snapshot).
+
+    Also true, whatever adopted it, when its session leader is gone and its parent sits in another
+    session: a child starts in its parent's session, so such a parent cannot be the original one
+    (this catches subreapers we do not know by name).
+    """
     if proc.pid <= INIT_PID:
         return False
-    return proc.ppid not in snapshot.procs or is_reaper(snapshot, proc.ppid, extra)
+    parent = snapshot.procs.get(proc.ppid)
+    if parent is None or is_reaper(snapshot, proc.ppid, extra):
+        return True
+    return (
+        proc.sid > 0
+        and parent.sid > 0
+        and proc.sid != proc.pid
+        and proc.sid not in snapshot.procs
+        and parent.sid != proc.sid
+    )

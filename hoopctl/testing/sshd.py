@@ -19,6 +19,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,25 +63,43 @@ def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 5.0) -> N
 
 
 def kill_tree(pids: list[int] | set[int], timeout: float = 3.0) -> None:
-    """SIGTERM then SIGKILL the given processes (by pid only; vanished ones are skipped)."""
+    """SIGTERM then SIGKILL the given processes (by pid only; vanished ones are skipped).
+
+    A killed process that is not our child stays a zombie until its reaper collects it (PID 1
+    here can take a second): a zombie counts as gone.
+    """
     procs = []
     for pid in pids:
         try:
             procs.append(psutil.Process(pid))
         except psutil.NoSuchProcess:
             continue
-    for p in procs:
-        try:
-            p.send_signal(signal.SIGTERM)
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=timeout)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=timeout)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for p in procs:
+            try:
+                p.send_signal(sig)
+            except psutil.NoSuchProcess:
+                pass
+        deadline = time.monotonic() + timeout
+        while procs and time.monotonic() < deadline:
+            procs = [p for p in procs if _alive(p)]
+            if procs:
+                time.sleep(0.02)
+        if not procs:
+            return
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        proc.wait(timeout=0)  # reaps our own children
+    except psutil.TimeoutExpired:
+        pass
+    except psutil.NoSuchProcess:
+        return False
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 class ThrowawaySshd:
@@ -91,7 +110,7 @@ class ThrowawaySshd:
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.users: list[SshUser] = []
-        self.keys_dir = self.workdir / "authorized_keys"
+        self.keys_dir: Path | None = None
         self.config = self.workdir / "sshd_config"
         self.log = self.workdir / "sshd.log"
 
@@ -106,7 +125,10 @@ class ThrowawaySshd:
                     f"{tool} is not installed (apt-get install openssh-server openssh-client)"
                 )
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.keys_dir.mkdir(mode=0o755, exist_ok=True)
+        # sshd reads authorized keys as the login user: they live in a world-traversable
+        # directory of their own, since `workdir` may sit under a root-only tree.
+        self.keys_dir = Path(tempfile.mkdtemp(prefix="hoopctl-sshd-keys-"))
+        self.keys_dir.chmod(0o755)
         host_key = self.workdir / "ssh_host_ed25519_key"
         if not host_key.exists():
             _keygen(host_key)
@@ -162,6 +184,9 @@ class ThrowawaySshd:
             kill_tree({c.pid for c in _children(self.proc.pid)} | {self.proc.pid})
             self.proc.wait(timeout=5)
             self.proc = None
+        if self.keys_dir is not None:
+            shutil.rmtree(self.keys_dir, ignore_errors=True)
+            self.keys_dir = None
 
     def __enter__(self) -> ThrowawaySshd:
         return self.start()
@@ -186,7 +211,10 @@ class ThrowawaySshd:
             subprocess.run(["usermod", "-p", "*", name], check=True, capture_output=True)
             key = self.workdir / f"id_{name}"
             _keygen(key)
-            (self.keys_dir / name).write_text(Path(f"{key}.pub").read_text())
+            assert self.keys_dir is not None, "start() the sshd before adding users"
+            authorized = self.keys_dir / name
+            authorized.write_text(Path(f"{key}.pub").read_text())
+            authorized.chmod(0o644)
             user = SshUser(name, pwd.getpwnam(name).pw_uid, key)
         except Exception:
             subprocess.run(["userdel", name], check=False, capture_output=True)
@@ -203,7 +231,8 @@ class ThrowawaySshd:
             }
         )
         subprocess.run(["userdel", user.name], check=False, capture_output=True)
-        (self.keys_dir / user.name).unlink(missing_ok=True)
+        if self.keys_dir is not None:
+            (self.keys_dir / user.name).unlink(missing_ok=True)
         if user in self.users:
             self.users.remove(user)
 

@@ -152,3 +152,16 @@ def test_unit_of_reads_the_innermost_unit():
     assert unit_of("/system.slice/foo.service") == "foo.service"
     assert unit_of("/user.slice/user-1000.slice/user@1000.service/app.slice/x.scope") == "x.scope"
     assert unit_of("/") is None and unit_of("") is None
+
+
+def test_adopted_by_an_unknown_subreaper_is_detached_when_its_session_leader_is_gone():
+    reaper = Proc(470, 1, 0, "root", "mystery", ("mystery",), NOW - 900, pgid=470, sid=470)
+    # started by `setsid sh -c 'sleep &'`: session 471 (the sh) is gone, adopted by 470
+    leftover = Proc(
+        472, 470, 0, "root", "sleep", ("sleep",), NOW - 600, pgid=471, sid=471, env_names=frozenset({"CI"})
+    )
+    # a child still in its parent's session is not detached
+    kid = Proc(
+        473, 470, 0, "root", "sleep", ("sleep",), NOW - 600, pgid=470, sid=470, env_names=frozenset({"CI"})
+    )
+    assert [f.pid for f in classify_orphans(snap(reaper, leftover, kid))] == [472]
