@@ -131,6 +131,7 @@ class QuarantinePlan:
     path: bytes
     facts: FileFacts | None
     refusal: str | None
+    action_id: str | None = None  # set when the plan was journaled (Vault.plan)
 
     @property
     def ok(self) -> bool:
@@ -403,6 +404,26 @@ class Vault:
         os.rename(tmp, MANIFEST, src_dir_fd=entry_fd, dst_dir_fd=entry_fd)
         pathfd.fsync_dir(entry_fd)
 
+    # -- plan, apply, undo (the offboarding sweep's verbs) ---------------------
+
+    def plan(self, path: PathLike, reason: Reason, policy: QuarantinePolicy | None = None) -> QuarantinePlan:
+        """A dry run that is journaled as ``planned`` when the file may be quarantined."""
+        plan = plan_quarantine(path, policy)
+        if not plan.ok or plan.facts is None:
+            return plan
+        details = {"rule_id": reason.rule_id, "fingerprint": reason.fingerprint}
+        return replace(plan, action_id=self.journal.plan("quarantine", plan.facts.brief(), details))
+
+    def apply(self, plan: QuarantinePlan, reason: Reason, policy: QuarantinePolicy | None = None) -> Manifest:
+        """Carry out a plan, only if the file is still the one planned (same inode, same sha256)."""
+        if not plan.ok or plan.facts is None:
+            raise Refused(f"{display(plan.path)}: {plan.refusal}")
+        return self.quarantine(plan.path, reason, policy, expect=plan.facts, action_id=plan.action_id)
+
+    def undo(self, entry_id: str) -> Manifest:
+        """Undo a quarantine: restore the entry to where it was (never overwriting)."""
+        return self.restore(entry_id)
+
     # -- quarantine ----------------------------------------------------------
 
     def quarantine(
@@ -412,19 +433,23 @@ class Vault:
         policy: QuarantinePolicy | None = None,
         *,
         expect: FileFacts | None = None,
+        action_id: str | None = None,
         hook: Hook | None = None,
     ) -> Manifest:
         """Move one file into the vault; raises ``Refused`` (nothing lost, journaled) when it may not.
 
         ``expect`` (from a plan) makes the move conditional on the file being the
-        same inode with the same content as when it was planned.
+        same inode with the same content as when it was planned; ``action_id``
+        continues a journaled plan (and becomes the vault entry id).
         """
+        if action_id is not None and not _ID_RE.match(action_id):
+            raise ValueError(f"not an action id: {action_id!r}")
         policy = policy or QuarantinePolicy()
         raw = pathfd.to_bytes(path)
         try:
             leaf = pathfd.open_leaf(raw)
         except UnsafePath as exc:
-            self._refused(raw, str(exc))
+            self._refused(raw, str(exc), action_id)
         with leaf:
             _call(hook, "opened")
             try:
@@ -436,9 +461,9 @@ class Vault:
                 ):
                     raise Refused("changed since it was planned")
             except Refused as exc:
-                self._refused(raw, str(exc))
+                self._refused(raw, str(exc), action_id)
             _call(hook, "hashed")
-            entry_id = new_action_id()
+            entry_id = action_id or new_action_id()
             self.journal.start(
                 "quarantine",
                 facts.brief(),
@@ -463,9 +488,9 @@ class Vault:
             log.info("quarantined %s as %s", display(raw), entry_id)
             return manifest
 
-    def _refused(self, raw: bytes, why: str) -> NoReturn:
+    def _refused(self, raw: bytes, why: str, action_id: str | None = None) -> NoReturn:
         self.journal.write(
-            new_action_id(),
+            action_id or new_action_id(),
             "quarantine",
             "refused",
             {"path": display(raw), "path_b64": _b64(raw)},
@@ -616,8 +641,15 @@ class Vault:
                 )
                 try:
                     self._copy_out(entry_fd, manifest, parent_fd, name, hook)
-                except BaseException as exc:
+                except Refused as exc:
                     self.journal.finish(action_id, "restore", "failed", {"reason": str(exc)})
+                    raise
+                except OSError as exc:  # disk full, read-only filesystem, quota: nothing was linked in
+                    why = f"cannot restore to {display(target)}: {exc.strerror or exc}"
+                    self.journal.finish(action_id, "restore", "failed", {"reason": why})
+                    raise Refused(why) from None
+                except BaseException as exc:
+                    self.journal.finish(action_id, "restore", "failed", {"error": repr(exc)})
                     raise
                 done = replace(
                     manifest, restores=(*manifest.restores, Restoration(now_iso(), target, action_id))

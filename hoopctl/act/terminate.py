@@ -405,17 +405,31 @@ def _alive(st: _Stat) -> bool:
     return now is not None and now.start_ticks == st.start_ticks and now.state not in ("Z", "X")
 
 
+def _target(plan: TerminatePlan) -> dict[str, object]:
+    return {"scope": plan.scope, "target": plan.target, "pgid": plan.pgid, "cgroup": plan.cgroup}
+
+
+def record_plan(journal: Journal, plan: TerminatePlan) -> str:
+    """Journal a plan as ``planned`` (the sweep's plan step); returns the action id for apply."""
+    return journal.plan("terminate", _target(plan), {"procs": [asdict(p) for p in plan.procs]})
+
+
 def apply_terminate(
-    plan: TerminatePlan, journal: Journal | None = None, *, grace: float = 5.0
+    plan: TerminatePlan,
+    journal: Journal | None = None,
+    *,
+    grace: float = 5.0,
+    action_id: str | None = None,
 ) -> TerminateResult:
     """Stop every process in the plan's scope: SIGTERM, wait up to ``grace`` seconds, then SIGKILL.
 
-    The plan is journaled as ``started`` (with the snapshot) before the first signal.
+    The plan is journaled as ``started`` (with the snapshot) before the first signal;
+    ``action_id`` continues a plan recorded with ``record_plan``.
     """
     if not plan.ok:
         raise TerminateRefused(plan.refusal or "nothing to terminate")
-    action_id = new_action_id()
-    target = {"scope": plan.scope, "target": plan.target, "pgid": plan.pgid, "cgroup": plan.cgroup}
+    action_id = action_id or new_action_id()
+    target = _target(plan)
     if journal is not None:
         journal.start(
             "terminate", target, {"procs": [asdict(p) for p in plan.procs], "grace": grace}, action_id

@@ -501,3 +501,42 @@ def test_ids_are_validated_and_prefixes_resolve(vault: Vault, tree: Path, user):
     for bad in ("../../etc", "x", m.id + "/.."):
         with pytest.raises(VaultError):
             vault.get(bad)
+
+
+# -- plan -> apply -> undo (what the offboarding sweep does) -------------------
+
+
+def test_plan_apply_undo_is_one_journaled_action(vault: Vault, tree: Path, user):
+    path = user_file(tree, user)
+    before = snapshot(path)
+    plan = vault.plan(path, REASON)
+    assert plan.ok and plan.action_id and os.path.exists(path)  # planning changes nothing
+    m = vault.apply(plan, REASON)
+    assert m.id == plan.action_id and not os.path.lexists(path)
+    assert [r.state for r in vault.journal.history(plan.action_id)] == ["planned", "started", "done"]
+    vault.undo(m.id)
+    assert snapshot(path)[:6] == before[:6]
+    assert vault.journal.unfinished() == []
+
+
+def test_applying_a_stale_plan_is_refused_under_the_plan_id(vault: Vault, tree: Path, user):
+    path = user_file(tree, user)
+    plan = vault.plan(path, REASON)
+    os.unlink(path)
+    user_file(tree, user)  # same name, another file
+    with pytest.raises(Refused, match="changed since it was planned"):
+        vault.apply(plan, REASON)
+    assert [r.state for r in vault.journal.history(plan.action_id)] == ["planned", "refused"]
+    refused = vault.plan(tree / "nothing-here", REASON)
+    assert not refused.ok and refused.action_id is None
+    with pytest.raises(Refused, match="no such file"):
+        vault.apply(refused, REASON)
+
+
+def test_journal_skips_a_torn_last_line_and_reports_unfinished_actions(vault: Vault, tree: Path, user):
+    vault.quarantine(user_file(tree, user), REASON)
+    started = vault.journal.start("quarantine", {"path": "/x"})
+    with open(os.path.join(os.fsdecode(vault.root), "journal.jsonl"), "ab") as fh:
+        fh.write(b'{"id": "torn", "act')  # power lost mid-line
+    assert [r.id for r in vault.journal.unfinished()] == [started]
+    assert len(list(vault.journal.records())) == 3

@@ -21,6 +21,7 @@ from hoopctl.act.terminate import (
     TerminateRefused,
     apply_terminate,
     plan_terminate,
+    record_plan,
     redact_argv,
     terminate,
 )
@@ -261,3 +262,12 @@ def test_command_lines_are_recorded_with_secret_values_hidden():
         "--api-key=****",
         "plain=1",
     )
+
+
+def test_recorded_plan_then_apply_is_one_journaled_action(spawn, journal: Journal):
+    proc, _ = spawn("print('up', flush=True)\nimport time\ntime.sleep(60)")
+    plan = plan_terminate(pid=proc.pid)
+    action_id = record_plan(journal, plan)
+    result = apply_terminate(plan, journal, grace=2, action_id=action_id)
+    assert result.action_id == action_id and not live(proc.pid)
+    assert [r.state for r in journal.history(action_id)] == ["planned", "started", "done"]
