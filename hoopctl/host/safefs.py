@@ -32,6 +32,7 @@ import re
 import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +111,11 @@ class WalkCounters:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
-@dataclass(frozen=True, slots=True)
-class FileData:
-    """One regular file read whole: where it is, its metadata and its bytes."""
+class FileData(NamedTuple):
+    """One regular file read whole: where it is, its metadata and its bytes.
+
+    A NamedTuple rather than a frozen dataclass: one is made per file, and a tuple costs less.
+    """
 
     path: str  # display root joined with the relative path; fsdecoded, may hold surrogates
     data: bytes
@@ -360,16 +363,17 @@ class Walker:
                             c.excluded += 1
                         continue
                     try:
-                        if entry.is_dir(follow_symlinks=False):
-                            subdirs.append(name)
+                        # Most entries are regular files: test that first (d_type, no syscall).
+                        if not entry.is_file(follow_symlinks=False):
+                            if entry.is_dir(follow_symlinks=False):
+                                subdirs.append(name)
+                            elif n == 1 or (hash(name) ^ dhash) % n == k:
+                                if entry.is_symlink():
+                                    c.symlinks_skipped += 1
+                                else:
+                                    c.skipped_special += 1
                             continue
                         if n > 1 and (hash(name) ^ dhash) % n != k:
-                            continue
-                        if entry.is_symlink():
-                            c.symlinks_skipped += 1
-                            continue
-                        if not entry.is_file(follow_symlinks=False):
-                            c.skipped_special += 1
                             continue
                     except OSError as exc:
                         self._count_open_error(exc)
