@@ -160,13 +160,13 @@ class Detector:
     def _judge(self, text: str, c: Candidate) -> str | None:
         """The severity to report `c` at, or None when a filter or validator rejects it."""
         rule, secret = c.rule, c.secret
-        line = key = ""
-        if rule.generic:
-            ls = text.rfind("\n", 0, c.start) + 1
-            le = text.find("\n", c.end)
-            line = text[ls : le if le >= 0 else len(text)]
-            if c.key_start >= 0:
-                key = text[c.key_start : c.start]
+        key = ""
+        ls = text.rfind("\n", 0, c.start) + 1
+        le = text.find("\n", c.end)
+        # the candidate's line, capped so a huge minified line costs nothing extra
+        line = text[max(ls, c.start - 512) : min(le if le >= 0 else len(text), c.end + 512)]
+        if rule.generic and c.key_start >= 0:
+            key = text[c.key_start : c.start]
         if filters.rejects(secret, generic=rule.generic, line=line, key=key):
             return None
         if rule.entropy is not None and filters.shannon_entropy(secret) < rule.entropy:

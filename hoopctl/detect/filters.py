@@ -28,6 +28,15 @@ KNOWN_EXAMPLES = frozenset(
         "AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe",
         "gho_16C7e42F292c6912E7710c838347Ae178B4a",
         "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==",
+        # RFC 6749 / RFC 6750 examples, reproduced by every OAuth library's docs
+        "2YotnFZFEjr1zCsicMWpAA",
+        "tGzv3JOkF0XG5Qx2TlKWIA",
+        "czZCaGRSa3F0MzpnWDFmQmF0M2JW",
+        "mF_9.B5f-4.1JqM",
+        "SplxlOBeZQQYbYS6WxSbIA",
+        # jwt.io's and PyJWT's README tokens
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzb21lIjoicGF5bG9hZCJ9.4twFt5NiznN84AWoo1d7KO1T_yoc0Z6XOpOVswacPZg",
     }
 )
 
@@ -64,6 +73,11 @@ _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 _HASH_CONTEXT = re.compile(
     r"(?i)integrity|sha(?:1|224|256|384|512)|md5|checksum|digest|--hash|\bhash\b|etag|commit|\brev(?:ision)?\b"
 )
+_EXAMPLE_HOST = re.compile(
+    r"(?i)[@/.]example\.(?:com|org|net)\b|://(?:[^/\s]*@)?(?:[\w-]+\.)*example(?:[:/]|\s|$)"
+)
+_EMAIL = re.compile(r"^[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}$")
+_DANGLING_ASSIGN = re.compile(r"^[A-Za-z_][\w.-]*=$")
 _SEQUENCES = ("0123456789", "abcdefghijklmnopqrstuvwxyz", "qwertyuiop", "asdfghjkl")
 
 
@@ -268,9 +282,13 @@ def rejects(value: str, *, generic: bool, line: str = "", key: str = "") -> bool
     """True when a candidate secret is a known false-positive class."""
     if is_known_example(value) or is_placeholder(value):
         return True
+    if line and _EXAMPLE_HOST.search(line):
+        return True  # documentation: hosts reserved for examples (RFC 2606)
     if not generic:
         return False
     if key and benign_name(key):
+        return True
+    if any(c.isspace() for c in value) or _EMAIL.match(value) or _DANGLING_ASSIGN.match(value):
         return True
     if is_code_reference(value) or _CRYPT_HASH.match(value) or _PATH.match(value):
         return True
