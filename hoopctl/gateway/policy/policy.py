@@ -122,6 +122,11 @@ class Policy:
             built[name] = Role(name=name, grants=frozenset(granted))
         return cls(built, **kwargs)
 
+    @classmethod
+    def from_roles(cls, roles: Mapping[str, list[str] | tuple[str, ...]], **kwargs: int) -> Policy:
+        """Shorthand for tests and demos: `{"reader": ["read"]}`; validated like the config."""
+        return cls.from_config({name: {"grants": list(grants)} for name, grants in roles.items()}, **kwargs)
+
     def classify(self, sql: str) -> Classification:
         """The classification of `sql`, from the cache when an equivalent text was seen."""
         try:
@@ -141,6 +146,10 @@ class Policy:
                 self._cache.popitem(last=False)
         return found
 
+    def cache_info(self) -> tuple[int, int, int]:
+        """(hits, misses, entries) of the classification cache."""
+        return self.hits, self.misses, len(self._cache)
+
     def session(
         self, role: str, extra_grants: frozenset[str] = frozenset(), *, resource: str | None = None
     ) -> SessionPolicy:
@@ -149,6 +158,7 @@ class Policy:
 
     def role_granting(self, needed: frozenset[str]) -> str | None:
         """The narrowest configured role granting all of `needed`, to suggest in a refusal."""
+        needed = needed - ALWAYS_GRANTED
         fitting = [role for role in self.roles.values() if needed <= role.grants]
         if not fitting:
             return None
