@@ -30,6 +30,15 @@ How a file is moved safely, as root, out of a tree its owner can write to:
    directory's writer put there, which they could remove themselves; no data
    of another inode is lost (its other names stay).
 
+Before anything moves, the journal's ``started`` record holds the complete
+manifest, so a crash between the move and writing ``manifest.json`` loses
+nothing: the manifest is rebuilt from the journal when it is next read.
+
+Left open on purpose: a process of the owner that already holds the file open
+can still write to it after the move (its data stays in the vault; restore then
+refuses because the sha256 differs, and the blob is kept); a file on a FUSE
+mount that its owner serves could stall a read.
+
 Restore creates the file with ``O_TMPFILE`` inside the safely opened original
 parent directory, writes and verifies the bytes, sets owner, mode and times
 on the descriptor, and links it in with ``linkat``, which fails rather than
@@ -287,6 +296,30 @@ def _inspect(leaf: pathfd.Leaf, policy: QuarantinePolicy) -> FileFacts:
     )
 
 
+def _manifest(entry_id: str, facts: FileFacts, reason: Reason) -> Manifest:
+    return Manifest(
+        id=entry_id,
+        path=facts.path,
+        uid=facts.uid,
+        gid=facts.gid,
+        user=_user(facts.uid),
+        group=_group(facts.gid),
+        mode=facts.mode,
+        size=facts.size,
+        atime_ns=facts.atime_ns,
+        mtime_ns=facts.mtime_ns,
+        ctime_ns=facts.ctime_ns,
+        sha256=facts.sha256,
+        dev=facts.dev,
+        ino=facts.ino,
+        method="rename",
+        quarantined_at=now_iso(),
+        actor_uid=os.geteuid(),
+        reason=reason,
+        journal_id=entry_id,
+    )
+
+
 def plan_quarantine(path: PathLike, policy: QuarantinePolicy | None = None) -> QuarantinePlan:
     """Dry run: open and hash the file read-only and say whether it would be quarantined."""
     raw = pathfd.to_bytes(path)
@@ -383,26 +416,44 @@ class Vault:
         try:
             fd = os.open(MANIFEST, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=entry_fd)
         except FileNotFoundError:
-            raise VaultError(f"quarantine entry {entry_id} has no manifest (interrupted?)") from None
+            return self._recover_manifest(entry_fd, entry_id, "has no manifest")
         with os.fdopen(fd, "rb") as fh:
             try:
                 return Manifest.from_json(json.load(fh))
             except (ValueError, KeyError, TypeError) as exc:
-                raise VaultError(f"quarantine entry {entry_id}: unreadable manifest: {exc}") from None
+                return self._recover_manifest(entry_fd, entry_id, f"has an unreadable manifest ({exc})")
 
-    def _write_manifest(self, entry_fd: int, manifest: Manifest) -> None:
+    def _recover_manifest(self, entry_fd: int, entry_id: str, problem: str) -> Manifest:
+        """Rebuild a manifest lost in a crash from the journal's ``started`` record, and write it back."""
+        if lstat_at(entry_fd, BLOB) is None:
+            raise VaultError(
+                f"quarantine entry {entry_id} {problem} and no data (interrupted before the move)"
+            )
+        for rec in self.journal.history(entry_id):
+            if rec.state == "started" and "manifest" in rec.details:
+                manifest = Manifest.from_json(rec.details["manifest"])
+                log.warning("quarantine entry %s %s: rebuilt from the journal", entry_id, problem)
+                with contextlib.suppress(OSError):
+                    self._write_manifest(entry_fd, manifest)
+                return manifest
+        raise VaultError(f"quarantine entry {entry_id} {problem}, and the journal has no record of it")
+
+    def _write_manifest(self, entry_fd: int, manifest: Manifest, *, fresh: bool = False) -> None:
+        """Write manifest.json durably: directly into a new entry, else through a temp file and rename."""
         data = json.dumps(manifest.to_json(), sort_keys=True, indent=1).encode("ascii") + b"\n"
-        tmp = MANIFEST + b".tmp"
-        fd = os.open(
-            tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=entry_fd
-        )
+        name = MANIFEST if fresh else MANIFEST + b".tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_EXCL if fresh else os.O_TRUNC)
+        fd = os.open(name, flags, 0o600, dir_fd=entry_fd)
         try:
-            os.write(fd, data)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.rename(tmp, MANIFEST, src_dir_fd=entry_fd, dst_dir_fd=entry_fd)
-        pathfd.fsync_dir(entry_fd)
+        if not fresh:
+            os.rename(name, MANIFEST, src_dir_fd=entry_fd, dst_dir_fd=entry_fd)
+            pathfd.fsync_dir(entry_fd)
 
     # -- plan, apply, undo (the offboarding sweep's verbs) ---------------------
 
@@ -464,14 +515,12 @@ class Vault:
                 self._refused(raw, str(exc), action_id)
             _call(hook, "hashed")
             entry_id = action_id or new_action_id()
-            self.journal.start(
-                "quarantine",
-                facts.brief(),
-                {"rule_id": reason.rule_id, "fingerprint": reason.fingerprint},
-                entry_id,
-            )
+            manifest = _manifest(entry_id, facts, reason)
+            # The whole manifest goes into the journal before anything moves: should we crash
+            # between the move and writing manifest.json, the journal alone says where it belongs.
+            self.journal.start("quarantine", facts.brief(), {"manifest": manifest.to_json()}, entry_id)
             try:
-                manifest = self._move_in(leaf, facts, reason, entry_id, hook)
+                manifest = self._move_in(leaf, facts, manifest, hook)
             except Refused as exc:
                 self.journal.finish(entry_id, "quarantine", "failed", {"reason": str(exc)})
                 raise Refused(f"{display(raw)}: {exc}") from None
@@ -499,56 +548,33 @@ class Vault:
         raise Refused(f"{display(raw)}: {why}")
 
     def _move_in(
-        self, leaf: pathfd.Leaf, facts: FileFacts, reason: Reason, entry_id: str, hook: Hook | None
+        self, leaf: pathfd.Leaf, facts: FileFacts, manifest: Manifest, hook: Hook | None
     ) -> Manifest:
+        entry_id = manifest.id
         os.mkdir(entry_id, 0o700, dir_fd=self.fd)
         entry_fd = os.open(
             entry_id, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.fd
         )
         try:
-            same_fs = os.fstat(entry_fd).st_dev == facts.dev
-            manifest = Manifest(
-                id=entry_id,
-                path=facts.path,
-                uid=facts.uid,
-                gid=facts.gid,
-                user=_user(facts.uid),
-                group=_group(facts.gid),
-                mode=facts.mode,
-                size=facts.size,
-                atime_ns=facts.atime_ns,
-                mtime_ns=facts.mtime_ns,
-                ctime_ns=facts.ctime_ns,
-                sha256=facts.sha256,
-                dev=facts.dev,
-                ino=facts.ino,
-                method="rename" if same_fs else "copy",
-                quarantined_at=now_iso(),
-                actor_uid=os.geteuid(),
-                reason=reason,
-                journal_id=entry_id,
-            )
-            # The manifest is durable before the data moves: a crash leaves a record of where it belongs.
-            self._write_manifest(entry_fd, manifest)
-            copying = not same_fs
+            copying = os.fstat(entry_fd).st_dev != facts.dev
             try:
-                if same_fs:
+                if not copying:
                     try:
                         self._rename_in(leaf, entry_fd, hook)
                     except OSError as exc:
                         if exc.errno != errno.EXDEV:  # e.g. two bind mounts of one filesystem
                             raise
                         copying = True
-                        manifest = replace(manifest, method="copy")
-                        self._write_manifest(entry_fd, manifest)
-                        self._copy_in(leaf, facts, entry_fd, hook)
-                else:
+                if copying:
                     self._copy_in(leaf, facts, entry_fd, hook)
+                manifest = replace(manifest, method="copy" if copying else "rename")
+                self._write_manifest(entry_fd, manifest, fresh=True)
             except BaseException:
                 self._discard_entry(entry_fd, entry_id, own_copy=copying)
                 raise
-            pathfd.fsync_dir(leaf.parent_fd)
-            pathfd.fsync_dir(self.fd)
+            # One fsync of a directory commits the filesystem journal holding the rename, the mkdir
+            # and the manifest's name (ext4, xfs); the file's own data was fsynced on its own.
+            pathfd.fsync_dir(entry_fd)
             return manifest
         finally:
             os.close(entry_fd)

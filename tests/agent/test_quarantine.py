@@ -540,3 +540,14 @@ def test_journal_skips_a_torn_last_line_and_reports_unfinished_actions(vault: Va
         fh.write(b'{"id": "torn", "act')  # power lost mid-line
     assert [r.id for r in vault.journal.unfinished()] == [started]
     assert len(list(vault.journal.records())) == 3
+
+
+def test_a_manifest_lost_in_a_crash_is_rebuilt_from_the_journal(vault: Vault, tree: Path, user):
+    path = user_file(tree, user)
+    before = snapshot(path)
+    m = vault.quarantine(path, REASON)
+    (Path(os.fsdecode(vault.root)) / m.id / "manifest.json").write_bytes(b'{"trunc')  # torn by a crash
+    assert vault.get(m.id).sha256 == m.sha256
+    assert json.loads((Path(os.fsdecode(vault.root)) / m.id / "manifest.json").read_text())["id"] == m.id
+    vault.restore(m.id)
+    assert snapshot(path)[:6] == before[:6]
