@@ -80,10 +80,14 @@ class Detector:
 
     def scan(self, data: bytes, path: str = "") -> list[Match]:
         """All credentials in `data`, in order of position. `path` only selects structured parsers."""
+        chosen = parsers.select(path)
+        hits = self._prefilter.hits(data)
+        if not hits and not chosen:
+            return []  # the common case: no keyword, no structured format
         # latin-1 maps every byte to one code point: never raises, and offsets stay byte offsets.
         text = data.decode("latin-1")
-        cands = self._rule_candidates(data, text)
-        for parse in parsers.select(path):
+        cands = self._rule_candidates(text, hits) if hits else []
+        for parse in chosen:
             for rule_id, start, end in parse(text):
                 rule = self._by_id.get(rule_id)
                 if rule is not None and end > start:
@@ -92,10 +96,7 @@ class Detector:
             return []
         return self._finish(text, cands)
 
-    def _rule_candidates(self, data: bytes, text: str) -> list[Candidate]:
-        hits = self._prefilter.hits(data)
-        if not hits:
-            return []
+    def _rule_candidates(self, text: str, hits: list[tuple[int, int]]) -> list[Candidate]:
         hits.sort()
         # rule index -> regions to search: around the keyword (scope near), its line, or onward (file)
         spans: dict[int, list[tuple[int, int]]] = {}
@@ -167,9 +168,9 @@ class Detector:
         line = text[max(ls, c.start - 512) : min(le if le >= 0 else len(text), c.end + 512)]
         if rule.generic and c.key_start >= 0:
             key = text[c.key_start : c.start]
-        if filters.rejects(secret, generic=rule.generic, line=line, key=key):
-            return None
         if rule.entropy is not None and filters.shannon_entropy(secret) < rule.entropy:
+            return None
+        if filters.rejects(secret, generic=rule.generic, line=line, key=key):
             return None
         sev = rule.severity
         if rule.validator:

@@ -61,6 +61,7 @@ _REFERENCE = re.compile(
     | ^<[^>]*>$ | <[A-Za-z_ -]{2,}>           # <token>, <your password>
     | %\([A-Za-z_]+\)s | ^%[sd]$ | ^\{[A-Za-z_0-9]*\}$
     | ^\$\( | ^`                              # command substitution
+    | ^%[a-zA-Z]/                             # systemd specifiers: %d/token is a credentials path
     | ^(?:env|vault|secret|ref|op|awssm|gcpsm|azkv|file|sops)[:+]//?
     | ^(?:os\.environ|os\.getenv|getenv|process\.env|ENV\[|System\.getenv|env\()
     """
@@ -73,9 +74,9 @@ _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 _HASH_CONTEXT = re.compile(
     r"(?i)integrity|sha(?:1|224|256|384|512)|md5|checksum|digest|--hash|\bhash\b|etag|commit|\brev(?:ision)?\b"
 )
-_EXAMPLE_HOST = re.compile(
-    r"(?i)[@/.]example\.(?:com|org|net)\b|://(?:[^/\s]*@)?(?:[\w-]+\.)*example(?:[:/]|\s|$)"
-)
+# Documentation's own hosts (RFC 2606): only the bare names, since generated and internal
+# configurations commonly use subdomains such as db.internal.example.net as stand-ins for real hosts.
+_EXAMPLE_HOST = re.compile(r"(?i)(?<![\w.-])(?:www\.)?example\.(?:com|org|net)(?![\w.-])")
 _EMAIL = re.compile(r"^[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}$")
 _DANGLING_ASSIGN = re.compile(r"^[A-Za-z_][\w.-]*=$")
 _SEQUENCES = ("0123456789", "abcdefghijklmnopqrstuvwxyz", "qwertyuiop", "asdfghjkl")

@@ -20,6 +20,10 @@ except ImportError:  # pragma: no cover
     hyperscan = None
 
 
+def _on_match(kw: int, _from: int, to: int, _flags: int, out: list[tuple[int, int]]) -> None:
+    out.append((to, kw))
+
+
 class KeywordIndex:
     """Finds every occurrence of a fixed set of lowercase keywords, ignoring ASCII case."""
 
@@ -57,15 +61,11 @@ class KeywordIndex:
             return []
         if self.backend == "hyperscan":
             out: list[tuple[int, int]] = []
-
-            def on_match(kw: int, _from: int, to: int, _flags: int, _ctx: object) -> None:
-                out.append((to, kw))
-
             scratch = getattr(self._local, "scratch", None)
             if scratch is None:
                 # Scratch space is per thread: Hyperscan forbids sharing it between concurrent scans.
                 scratch = self._local.scratch = hyperscan.Scratch(self._db)
-            self._db.scan(data, match_event_handler=on_match, scratch=scratch)
+            self._db.scan(data, match_event_handler=_on_match, context=out, scratch=scratch)
             return out
         lowered = data.lower().decode("latin-1")
         return [(end + 1, kw) for end, kw in self._auto.iter(lowered)]

@@ -66,13 +66,14 @@ def main() -> None:
     best = 0.0
     for _ in range(3):
         found = 0
-        t0 = time.perf_counter()
+        # CPU time of this process: the machines here are shared, wall time is noisy
+        t0 = time.process_time()
         for path, data in files:
             found += len(det.scan(data, path))
-        dt = time.perf_counter() - t0
+        dt = time.process_time() - t0
         best = max(best, size / dt / 1e6)
     print(f"rules loaded in {t_load * 1000:.0f} ms; {len(files)} files, {size / 1e6:.1f} MB, {found} matches")
-    print(f"engine throughput: {best:.0f} MB/s (best of 3)")
+    print(f"engine throughput: {best:.0f} MB/s (best of 3, CPU time)")
 
 
 if __name__ == "__main__":

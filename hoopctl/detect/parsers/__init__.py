@@ -8,7 +8,6 @@ the shared false-positive filter. Selection uses the path's name, suffix and par
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from pathlib import PurePosixPath
 
 from hoopctl.detect.parsers import authfiles, envfiles, inifiles, structured
 
@@ -67,38 +66,47 @@ _BY_NAME = {
 _UNIT_SUFFIXES = (".service", ".socket", ".mount", ".timer", ".path", ".target")
 
 
+_INTERESTING_PARENTS = frozenset(
+    {".aws", "git", ".kube", "gitlab-runner", ".gitlab-runner", "default", "sysconfig"}
+)
+
+
 def select_names(path: str) -> list[str]:
-    """Names of the parsers for a file at `path` (see PARSERS)."""
-    p = PurePosixPath(path.replace("\\", "/"))
-    name = p.name
-    parents = [part for part in p.parts[:-1]]
-    parent = parents[-1] if parents else ""
+    """Names of the parsers for a file at `path` (see PARSERS).
+
+    Plain string work, no pathlib: this runs once per scanned file, tens of thousands of times.
+    """
+    p = path.replace("\\", "/") if "\\" in path else path
+    head, _, name = p.rpartition("/")
+    parent = head.rpartition("/")[2]
     out: list[str] = []
-    if name in _BY_NAME:
-        out.append(_BY_NAME[name])
-    if parent == ".aws" and name in ("credentials", "config"):
-        out.append("aws-credentials")
-    if parent == "git" and name == "credentials":
-        out.append("git-credentials")
-    if (parent == ".kube" and name == "config") or name.endswith((".kubeconfig", "-kubeconfig")):
+    by_name = _BY_NAME.get(name)
+    if by_name:
+        out.append(by_name)
+    if parent in _INTERESTING_PARENTS:
+        if parent == ".aws" and name in ("credentials", "config"):
+            out.append("aws-credentials")
+        elif parent == "git" and name == "credentials":
+            out.append("git-credentials")
+        elif parent == ".kube" and name == "config":
+            out.append("kubeconfig")
+        elif parent in ("gitlab-runner", ".gitlab-runner") and name == "config.toml":
+            out.append("gitlab-runner")
+        elif parent in ("default", "sysconfig") and "/etc/" in f"/{head}/":
+            out.append("dotenv")
+    if "kubeconfig" in name and "kubeconfig" not in out:
         out.append("kubeconfig")
     if name == "config.json" and any(
-        part in (".docker", "docker", "containers", "kubelet") for part in parents
+        f"/{d}/" in f"/{head}/" for d in (".docker", "docker", "containers", "kubelet")
     ):
         out.append("docker-config")
-    if name == "config.toml" and parent in ("gitlab-runner", ".gitlab-runner"):
-        out.append("gitlab-runner")
-    if (
-        name.startswith(".env.")
-        or name.endswith(".env")
-        or (parent in ("default", "sysconfig") and "etc" in parents)
-    ):
+    if name.startswith(".env.") or name.endswith(".env"):
         out.append("dotenv")
     if name.endswith(_UNIT_SUFFIXES) or (
-        parent.endswith(".d") and name.endswith(".conf") and "systemd" in parents
+        name.endswith(".conf") and parent.endswith(".d") and "systemd" in head
     ):
         out.append("systemd-unit")
-    return list(dict.fromkeys(out))
+    return out if len(out) < 2 else list(dict.fromkeys(out))
 
 
 def select(path: str) -> list[Parser]:

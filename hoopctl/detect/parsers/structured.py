@@ -44,13 +44,13 @@ def kubeconfig(text: str) -> Iterator[Found]:
 
 
 _RSA_D = re.compile(r'"d"\s*:\s*"(?P<v>[A-Za-z0-9+/=]{16,})"')
-_CLIENT_ID = re.compile(r'"clientId"\s*:\s*"(?P<v>[^"]+)"')
 
 
 def github_runner(text: str) -> Iterator[Found]:
-    """Actions runner `.credentials_rsaparams` (the runner's RSA private key) and `.credentials`."""
+    """Actions runner `.credentials_rsaparams`: the runner's RSA private exponent.
+
+    `.credentials` and `.runner` only name the runner (client id, token URL, pool); the private key
+    that signs its token requests is the secret.
+    """
     for m in _RSA_D.finditer(text):
         yield ("github-runner-credentials", m.start("v"), m.end("v"))
-    if '"OAuth"' in text:
-        for m in _CLIENT_ID.finditer(text):
-            yield ("github-runner-credentials", m.start("v"), m.end("v"))
