@@ -115,6 +115,7 @@ class TerminatePlan:
     procs: tuple[ProcInfo, ...]
     pgid: int | None = None
     cgroup: str | None = None
+    cgroup_ino: int | None = None  # a cgroup removed and recreated under the same name has another
     refusal: str | None = None
 
     @property
@@ -330,9 +331,10 @@ def plan_terminate(
             return TerminatePlan(scope, target, (), cgroup=target, refusal=f"cgroup {target}: {exc.strerror}")
         try:
             stats = [s for s in (_proc_stat(p) for p in _cgroup_pids(fd)) if s is not None]
+            ino = os.fstat(fd).st_ino
         finally:
             os.close(fd)
-        return _finish_plan(scope, target, stats, cgroup=os.fsdecode(cgroup))
+        return _finish_plan(scope, target, stats, cgroup=os.fsdecode(cgroup), cgroup_ino=ino)
     if pid is None or scope not in SCOPES:
         raise ValueError(f"give a pid and a scope in {SCOPES}, or a cgroup")
     target = str(pid)
@@ -351,15 +353,24 @@ def plan_terminate(
     return _finish_plan(scope, target, stats, pgid=root.pgid if scope == "pgroup" else None)
 
 
-def _finish_plan(scope: str, target: str, stats: list[_Stat], **kw: object) -> TerminatePlan:
+def _finish_plan(
+    scope: str,
+    target: str,
+    stats: list[_Stat],
+    *,
+    pgid: int | None = None,
+    cgroup: str | None = None,
+    cgroup_ino: int | None = None,
+) -> TerminatePlan:
+    where = {"pgid": pgid, "cgroup": cgroup, "cgroup_ino": cgroup_ino}
     for st in stats:
         why = _protected(st)
         if why:
-            return TerminatePlan(scope, target, (), refusal=f"scope includes {why} (pid {st.pid})", **kw)  # type: ignore[arg-type]
+            return TerminatePlan(scope, target, (), refusal=f"scope includes {why} (pid {st.pid})", **where)
     infos = tuple(i for i in (snapshot(s.pid) for s in stats) if i is not None)
     if not infos:
-        return TerminatePlan(scope, target, (), refusal="no live process in scope", **kw)  # type: ignore[arg-type]
-    return TerminatePlan(scope, target, infos, **kw)  # type: ignore[arg-type]
+        return TerminatePlan(scope, target, (), refusal="no live process in scope", **where)
+    return TerminatePlan(scope, target, infos, **where)
 
 
 # -- apply ------------------------------------------------------------------
@@ -460,6 +471,8 @@ def _run(plan: TerminatePlan, grace: float) -> dict[tuple[int, int], Outcome]:
         return {k: Outcome(k[0], k[1], "gone") for k in state}
     cgroup_fd = pathfd.open_dir(plan.cgroup) if plan.cgroup else None
     try:
+        if cgroup_fd is not None and os.fstat(cgroup_fd).st_ino != plan.cgroup_ino:
+            raise TerminateRefused(f"cgroup {plan.cgroup} was recreated since it was planned")
         signalled: dict[tuple[int, int], _Stat] = {}
         skipped: set[tuple[int, int]] = set()  # not the process we planned for: never signalled
 

@@ -242,6 +242,10 @@ def test_cgroup_scope_stops_every_process_in_the_cgroup(spawn, cgroup: Path, jou
 
     leader, port = spawn(TREE, "stubborn", preexec_fn=join)
     wait_for(lambda: len(procs_file.read_text().split()) == 4)
+    plan = plan_terminate(cgroup=str(cgroup))
+    with pytest.raises(TerminateRefused, match="recreated"):  # same name, another cgroup
+        apply_terminate(dataclasses.replace(plan, cgroup_ino=plan.cgroup_ino + 1), grace=0.1)
+    assert len(group_members(leader.pid)) == 4
     result = terminate(cgroup=str(cgroup), journal=journal, grace=0.5)
     assert result.ok and len(result.outcomes) == 4
     wait_for(lambda: all(not live(int(p)) for p in procs_file.read_text().split()))
