@@ -259,6 +259,21 @@ _BENIGN_TAILS = frozenset(
         "option",
         "options",
         "id_token_hint",
+        "prompt",
+        "message",
+        "msg",
+        "text",
+        "title",
+        "description",
+        "desc",
+        "help",
+        "error",
+        "errors",
+        "question",
+        "example",
+        "examples",
+        "doc",
+        "docs",
     ]
 )
 

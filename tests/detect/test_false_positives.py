@@ -20,7 +20,7 @@ def _ids(text: str, path: str = "file.txt") -> list[str]:
         "AWS_ACCESS_KEY_ID=AKIAI44QH8DHBEXAMPLE AWS_SECRET_ACCESS_KEY=je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY",
         "stripe.api_key = 'sk_test_4eC39HqLyjWDarjtT1zdp7dc'",
         "Authorization: Bearer eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",
-        "curl https://api.example.com/v1?access_token=Zk8qPm2vRt7wLx3N",
+        "curl https://example.com/v1?access_token=Zk8qPm2vRt7wLx3N",
     ],
 )
 def test_documented_example_keys_are_not_reported(text: str) -> None:
