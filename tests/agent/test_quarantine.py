@@ -551,3 +551,29 @@ def test_a_manifest_lost_in_a_crash_is_rebuilt_from_the_journal(vault: Vault, tr
     assert json.loads((Path(os.fsdecode(vault.root)) / m.id / "manifest.json").read_text())["id"] == m.id
     vault.restore(m.id)
     assert snapshot(path)[:6] == before[:6]
+
+
+def test_parent_directory_swapped_for_a_symlink_mid_move_moves_only_the_inspected_file(
+    vault: Vault, tree: Path, user, root_file: Path, tmp_path: Path
+):
+    """The held parent fd is used, not the name: the real file moves, the decoy dir is never read."""
+    path = user_file(tree, user)
+    data = snapshot(path)[0]
+    before = snapshot(root_file)
+    decoy = tmp_path / "decoy"
+    decoy.mkdir()
+    os.link(root_file, decoy / "token.txt")
+
+    def hook(stage: str) -> None:
+        if stage == "before_rename":
+            os.rename(tree, tmp_path / "home-moved")
+            os.symlink(decoy, tree)
+
+    m = vault.quarantine(path, REASON, hook=hook)
+    assert vault_blobs(vault) == [data]
+    assert not (tmp_path / "home-moved" / "token.txt").exists()
+    assert os.path.samefile(decoy / "token.txt", root_file)
+    os.unlink(decoy / "token.txt")
+    assert_root_file_untouched(root_file, before)
+    with pytest.raises(Refused, match="parent directory"):  # and restore will not write through the symlink
+        vault.restore(m.id)
