@@ -73,6 +73,11 @@ CASES: tuple[Case, ...] = (
     # --- several statements in one string --------------------------------------------------------
     Case("SELECT 1; SELECT 2; INSERT INTO audit_log (action) VALUES ('x')", REFUSE, "write last of three"),
     Case("UPDATE accounts SET balance = 0; SELECT 1", REFUSE, "write first"),
+    Case(
+        "INSERT INTO accounts VALUES (4, 'mallory@example.com', 0) ON CONFLICT DO NOTHING",
+        REFUSE,
+        "upsert that quietly inserts",
+    ),
     Case("SELECT 1;;; DELETE FROM accounts;", REFUSE, "empty statements around a write"),
     Case("SELECT id FROM accounts; SELECT count(*) FROM audit_log", ALLOW, "two reads"),
     # --- transaction tricks ----------------------------------------------------------------------
@@ -178,6 +183,14 @@ CASES: tuple[Case, ...] = (
     ),
     Case("SELECT bump_balance(1, 1000)", REFUSE, "user-defined function: unknown"),
     Case("SELECT public.bump_balance(1, 1000)", REFUSE, "schema-qualified user-defined function"),
+    Case(
+        "SELECT * FROM accounts TABLESAMPLE SYSTEM (50) REPEATABLE (length(pg_read_file('/etc/hostname')))",
+        REFUSE,
+        "file read in a TABLESAMPLE seed",
+    ),
+    Case("SELECT * FROM ROWS FROM (generate_series(1, 3), pg_ls_dir('.')) AS t(a, b)", REFUSE, "ROWS FROM"),
+    Case("SELECT (pg_stat_file('postgresql.conf')).size", REFUSE, "field of a side-effect function's result"),
+    Case("VALUES (nextval('invoice_seq'))", REFUSE, "sequence advanced inside VALUES"),
     Case("SELECT pg_catalog.lower(email) FROM accounts", ALLOW, "qualified built-in read"),
     Case("SELECT lower(email), upper(email), length(email) FROM accounts", ALLOW, "string functions"),
     # --- COPY ------------------------------------------------------------------------------------
@@ -233,6 +246,8 @@ CASES: tuple[Case, ...] = (
     Case("EXPLAIN (ANALYZE, BUFFERS) UPDATE accounts SET balance = 0", REFUSE, "EXPLAIN (ANALYZE) runs it"),
     Case("EXPLAIN (ANALYZE on) INSERT INTO audit_log (action) VALUES ('x')", REFUSE, "ANALYZE on"),
     Case("EXPLAIN (ANALYZE 1) DELETE FROM audit_log", REFUSE, "ANALYZE 1"),
+    Case("EXPLAIN (ANALYSE) DELETE FROM accounts", REFUSE, "British spelling of ANALYZE"),
+    Case("EXPLAIN ANALYSE VERBOSE UPDATE accounts SET email = 'x'", REFUSE, "ANALYSE VERBOSE"),
     Case("EXPLAIN DELETE FROM accounts", ALLOW, "plain EXPLAIN only plans"),
     Case("EXPLAIN (ANALYZE false) DELETE FROM accounts", ALLOW, "ANALYZE false only plans"),
     Case("EXPLAIN SELECT * FROM accounts WHERE id = 1", ALLOW, "EXPLAIN of a read"),

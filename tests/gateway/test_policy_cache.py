@@ -55,6 +55,8 @@ TWINS = [
         "SELECT " + "(" * DEEP + "pg_read_file('x')" + ")" * DEEP,
     ),
     ("SELECT 1 AS a", "SELECT 1 AS a; DELETE FROM accounts"),
+    ("SELECT set_config('work_mem', '1MB', false)", "SELECT set_config($1, $2, $3)"),
+    ("SELECT lower('x') FROM accounts", "SELECT lower($1) FROM accounts; DELETE FROM accounts"),
     ("SELECT 'x' -- ; DELETE FROM accounts", "SELECT 'x' ; DELETE FROM accounts"),
 ]
 
@@ -99,6 +101,14 @@ def test_literal_values_share_one_entry() -> None:
         assert session.check_query(f"SELECT abalance FROM pgbench_accounts WHERE aid = {key * 7919};").allowed
     hits, misses, entries = policy.cache_info()
     assert (hits, misses, entries) == (199, 1, 1)
+
+
+def test_parameterized_text_hits_without_normalizing() -> None:
+    policy = Policy.from_config(ROLES)
+    session = policy.session("reader")
+    assert session.check_query("SELECT abalance FROM pgbench_accounts WHERE aid = 5").allowed
+    assert session.check_parse("SELECT abalance FROM pgbench_accounts WHERE aid = $1").allowed
+    assert policy.cache_info() == (1, 1, 1)
 
 
 def test_literal_dependent_verdicts_are_not_cached() -> None:

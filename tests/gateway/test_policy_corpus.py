@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from pglast import ast
 
 from hoopctl.gateway.policy import Policy
+from hoopctl.gateway.policy.classify import _HANDLERS, _Walk
 from tests.gateway.bypass_corpus import ALLOW, CASES, REFUSE, Case
 
 ROLES = {
@@ -157,3 +159,20 @@ def test_deeply_nested_expression_is_judged_to_the_bottom(policy: Policy) -> Non
 def test_absurd_nesting_is_refused_not_crashed(policy: Policy) -> None:
     verdict = policy.session("admin").check_query("SELECT " + "(" * 20000 + "1" + ")" * 20000)
     assert not verdict.allowed and verdict.rule == "unparsable"
+
+
+def test_every_statement_type_of_the_parser_is_classified() -> None:
+    # A new pglast (PostgreSQL) version with a new statement must be classified on purpose;
+    # until then it is refused as unsupported-node, which this test makes visible.
+    refused_on_purpose = {"PLAssignStmt", "RawStmt", "SetOperationStmt"}
+    statements = {name for name in dir(ast) if name.endswith("Stmt")}
+    unclassified = {name for name in statements if getattr(ast, name) not in _HANDLERS}
+    assert unclassified == refused_on_purpose
+
+
+def test_nodes_the_parser_never_produces_are_refused() -> None:
+    # Analysis-stage nodes (Var, Aggref, ...) never come out of the raw parser; if one did, the
+    # walk must refuse it rather than skip it.
+    walk = _Walk()
+    walk.run(ast.SelectStmt(targetList=(ast.ResTarget(val=ast.Var()),)))
+    assert walk.result().refused == ("unsupported-node:Var",)

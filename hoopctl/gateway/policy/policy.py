@@ -129,11 +129,16 @@ class Policy:
 
     def classify(self, sql: str) -> Classification:
         """The classification of `sql`, from the cache when an equivalent text was seen."""
-        try:
-            key = parser.normalize(sql)
-        except parser.ParseError:
-            return classify(sql)  # reports it unparsable; not worth caching
+        # A text without literals (an extended-protocol Parse with $1 parameters) is its own
+        # normalized form: look it up before paying for normalize().
+        key = sql
         cached = self._cache.get(key)
+        if cached is None:
+            try:
+                key = parser.normalize(sql)
+            except parser.ParseError:
+                return classify(sql)  # reports it unparsable; not worth caching
+            cached = self._cache.get(key)
         if cached is not None:
             self._cache.move_to_end(key)
             self.hits += 1
@@ -182,11 +187,15 @@ class SessionPolicy:
         self.resource = resource
         self._role = policy.roles.get(role)
         self._extra = frozenset(extra_grants)
+        self._grants = self._compute_grants()
         self._prepared: dict[str, frozenset[str]] = {}
         self._history: dict[str, frozenset[str]] = {}
 
     @property
     def grants(self) -> frozenset[str]:
+        return self._grants
+
+    def _compute_grants(self) -> frozenset[str]:
         if self._role is None:
             return frozenset()
         return self._role.grants | self._extra | ALWAYS_GRANTED
@@ -194,6 +203,7 @@ class SessionPolicy:
     def set_extra_grants(self, extra_grants: frozenset[str]) -> None:
         """Replaces the just-in-time grants (an approval arrived, or one expired)."""
         self._extra = frozenset(extra_grants)
+        self._grants = self._compute_grants()
 
     def check_query(self, sql: str) -> Verdict:
         """A simple-protocol Query: every statement must be allowed, or the whole string is refused."""
@@ -222,12 +232,14 @@ class SessionPolicy:
             return self._refuse(UNPARSABLE, frozenset(), None, detail=found.error)
         if self._role is None:
             return self._refuse("unknown-role", found.classes, None)
-        grants = self.grants
+        grants = self._grants
         statements = found.statements
-        if len(statements) == 1 and parse_name is None:
+        if len(statements) == 1:
             only = statements[0]
             if only.plain and only.classes <= grants:
-                return Verdict(True, only.classes, "allowed", "")
+                if parse_name is not None:
+                    self._record(parse_name, only.classes, self._prepared, union=parse_name != "")
+                return _allowed(only.classes)
         prepared = self._prepared
         staged: dict[str, frozenset[str]] | None = None
         total: frozenset[str] = frozenset()
@@ -259,7 +271,7 @@ class SessionPolicy:
         if parse_name is not None:
             stored = _stored(statements[0]) if statements else frozenset()
             self._record(parse_name, stored, self._prepared, union=parse_name != "")
-        return Verdict(True, total, "allowed", "")
+        return _allowed(total)
 
     def _apply(self, statement: StatementClass, staged: dict[str, frozenset[str]]) -> None:
         if statement.deallocates_all:
@@ -280,7 +292,7 @@ class SessionPolicy:
     def _judge_classes(self, needed: frozenset[str], grants: frozenset[str]) -> Verdict:
         missing = needed - grants
         if not missing:
-            return Verdict(True, needed, "allowed", "")
+            return _allowed(needed)
         worst = min(missing, key=lambda cls: _SEVERITY.index(cls) if cls in _SEVERITY else -1)
         return self._refuse(f"{worst}-not-granted", needed, needed)
 
@@ -305,6 +317,19 @@ class SessionPolicy:
                 message += " No role can allow this statement; rewrite it or ask an administrator."
         log.debug("refused: %s", rule)
         return Verdict(False, classes, rule, message)
+
+
+_ALLOWED: dict[frozenset[str], Verdict] = {}
+
+
+def _allowed(classes: frozenset[str]) -> Verdict:
+    """The allowed verdict for `classes`; shared, since verdicts are immutable (and this is hot)."""
+    verdict = _ALLOWED.get(classes)
+    if verdict is None:
+        verdict = Verdict(True, classes, "allowed", "")
+        if len(_ALLOWED) < 4096:  # a few dozen combinations occur in practice; stay bounded anyway
+            _ALLOWED[classes] = verdict
+    return verdict
 
 
 def _stored(statement: StatementClass) -> frozenset[str]:
