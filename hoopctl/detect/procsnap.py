@@ -48,8 +48,8 @@ class Sock:
 class Proc:
     """One process as seen at snapshot time.
 
-    `env_names` are the names in its *initial* environment (/proc/PID/environ); `env_values` keeps
-    the values of a few marker variables only (CI job ids), never anything that may be a secret.
+    `env_names` are the CI marker names found in its *initial* environment (/proc/PID/environ);
+    `env_values` keeps the values of job-id markers only, never anything that may be a secret.
     """
 
     pid: int
