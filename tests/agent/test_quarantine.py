@@ -379,11 +379,11 @@ def test_racing_symlink_swapper_thread_never_wins(vault: Vault, tree: Path, user
 
 
 def test_huge_file_is_moved_by_rename_and_hashed_by_streaming(tmp_path: Path, tree: Path, user):
-    """A 512 MiB sparse file: quarantined in a child process whose peak RSS must stay small."""
+    """A 256 MiB sparse file: quarantined in a child process whose peak RSS must stay small."""
     path = tree / "huge.bin"
     with open(path, "wb") as fh:
-        fh.truncate(512 << 20)
-        fh.seek((512 << 20) - 6)
+        fh.truncate(256 << 20)
+        fh.seek((256 << 20) - 6)
         fh.write(b"SECRET")
     os.chown(path, user[0], user[1])
     ino = os.stat(path).st_ino
