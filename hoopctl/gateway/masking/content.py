@@ -57,7 +57,7 @@ def credential_check() -> Callable[[bytes], bool]:
 class ContentScanner:
     """Masks sensitive tokens in one value. `styles` maps each enabled kind to its mask style."""
 
-    __slots__ = ("_styles", "_hasher", "_email", "_digit_finders", "_min_digits", "_min_len", "_cred")
+    __slots__ = ("_styles", "_hasher", "_email", "_gates", "_min_digits", "_min_len", "_cred")
 
     def __init__(
         self,
@@ -68,8 +68,13 @@ class ContentScanner:
         self._styles = dict(styles)
         self._hasher = hasher
         self._email = "email" in styles
-        self._digit_finders = tuple(f for k, f in FINDERS.items() if k in styles and k != "email")
-        self._min_digits = min((f.min_digits for f in self._digit_finders), default=1 << 30)
+        finders = sorted(
+            (f for k, f in FINDERS.items() if k in styles and k != "email"), key=lambda f: f.min_digits
+        )
+        # Plain tuples, sorted by the digits they need, so the hot loop can stop at the first that
+        # asks for more digits than the value has.
+        self._gates = tuple((f.min_digits, f.min_len, f.needs, f.find) for f in finders)
+        self._min_digits = finders[0].min_digits if finders else 1 << 30
         lens = [f.min_len for k, f in FINDERS.items() if k in styles]
         self._cred = credentials if "credential" in styles else None
         if self._cred is not None:
@@ -88,14 +93,15 @@ class ContentScanner:
         hits: list[Hit] | None = None
         if self._email and b"@" in v:
             hits = find_emails(v) or None
-        if self._digit_finders:
-            nd = n - len(v.translate(None, DIGITS))
-            if nd >= self._min_digits:
-                for f in self._digit_finders:
-                    if nd >= f.min_digits and n >= f.min_len and (not f.needs or f.needs in v):
-                        found = f.find(v)
-                        if found:
-                            hits = hits + found if hits else found
+        nd = n - len(v.translate(None, DIGITS))
+        if nd >= self._min_digits:
+            for min_digits, min_len, needs, find in self._gates:
+                if nd < min_digits:
+                    break
+                if n >= min_len and (not needs or needs in v):
+                    found = find(v)
+                    if found:
+                        hits = hits + found if hits else found
         if self._cred is not None and n >= CREDENTIAL_MIN_LEN and self._cred(v):
             return self._whole("credential", v)
         if not hits:

@@ -160,10 +160,11 @@ def find_ibans(v: bytes) -> list[Hit]:
 
 def find_phones(v: bytes) -> list[Hit]:
     hits = []
-    for m in _PHONE_INTL.finditer(v):
-        digits = m.group().translate(None, b" .-()+")
-        if 8 <= len(digits) <= 15:
-            hits.append(Hit(m.start(), m.end(), "phone", b"+" + digits))
+    if b"+" in v:
+        for m in _PHONE_INTL.finditer(v):
+            digits = m.group().translate(None, b" .-()+")
+            if 8 <= len(digits) <= 15:
+                hits.append(Hit(m.start(), m.end(), "phone", b"+" + digits))
     if b"-" in v or b"." in v:
         for m in _PHONE_NANP.finditer(v):
             hits.append(Hit(m.start(), m.end(), "phone", b"+1" + m.group().translate(None, b" .-()")))
