@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from hoopctl.host import pathfd
+
 log = logging.getLogger(__name__)
 
 STATES = ("planned", "started", "done", "failed", "refused")
@@ -76,15 +78,29 @@ class Record:
 class Journal:
     """The action journal: a JSON-lines file opened under a directory fd that the caller trusts."""
 
-    def __init__(self, dir_fd: int, name: bytes = JOURNAL_NAME) -> None:
+    def __init__(self, dir_fd: int, name: bytes = JOURNAL_NAME, *, owns_dir_fd: bool = False) -> None:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         self._dir_fd = dir_fd
         self._name = name
+        self._owns_dir_fd = owns_dir_fd
         self._fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
+
+    @classmethod
+    def at(cls, directory: pathfd.PathLike) -> Journal:
+        """The journal in a state directory, created root-only (0700) if missing, no symlink followed."""
+        dir_fd = pathfd.ensure_dir(directory, 0o700)
+        try:
+            return cls(dir_fd, owns_dir_fd=True)
+        except BaseException:
+            os.close(dir_fd)
+            raise
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self._fd)
+        if self._owns_dir_fd:
+            with contextlib.suppress(OSError):
+                os.close(self._dir_fd)
 
     def __enter__(self) -> Journal:
         return self

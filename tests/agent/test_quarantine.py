@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from hoopctl.act.journal import Journal
 from hoopctl.act.quarantine import (
     BLOB,
     QuarantinePolicy,
@@ -577,3 +578,26 @@ def test_parent_directory_swapped_for_a_symlink_mid_move_moves_only_the_inspecte
     assert_root_file_untouched(root_file, before)
     with pytest.raises(Refused, match="parent directory"):  # and restore will not write through the symlink
         vault.restore(m.id)
+
+
+def test_journal_lines_from_concurrent_processes_never_interleave(tmp_path: Path):
+    state = tmp_path / "state"
+    pids = []
+    for writer in range(3):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            code = 0
+            try:
+                with Journal.at(state) as j:
+                    for i in range(150):
+                        j.write(f"w{writer}-{i}", "test", "started", {"pad": "x" * (50 * writer)})
+            except BaseException:
+                code = 1
+            os._exit(code)
+        pids.append(pid)
+    assert all(os.waitpid(pid, 0)[1] == 0 for pid in pids)
+    with Journal.at(state) as j:
+        ids = [r.id for r in j.records()]
+    assert len(ids) == 450 and len(set(ids)) == 450
+    assert os.stat(state).st_mode & 0o777 == 0o700
+    assert os.stat(state / "journal.jsonl").st_mode & 0o777 == 0o600
