@@ -22,11 +22,13 @@ def format_age(seconds: int) -> str:
     return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
 
 
-def render_table(headers: list[str], rows: list[list[str]]) -> str:
+def render_table(headers: list[str], rows: list[list[str]], highlight: list[bool] | None = None) -> str:
+    """Left-aligned columns; rows flagged in `highlight` are shown in bold red (callers pass it on a TTY)."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    for row in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    for n, row in enumerate(rows):
+        line = "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        lines.append(click.style(line, fg="red", bold=True) if highlight and highlight[n] else line)
     return "\n".join(lines)
 
 
@@ -76,9 +78,9 @@ def tunnels(ctx: click.Context, as_json: bool, protected: tuple[str, ...]) -> No
     if as_json:
         print_json({"tunnels": found})
     elif found:
-        rows = [_row(f) for f in found]
-        text = render_table(["PID", "USER", "KIND", "LISTEN", "TARGET", "AGE", "PPID", "PROTECTED"], rows)
-        click.echo(text, color=on_tty())
+        headers = ["PID", "USER", "KIND", "LISTEN", "TARGET", "AGE", "PPID", "PROTECTED"]
+        highlight = [f.protected for f in found] if on_tty() else None
+        click.echo(render_table(headers, [_row(f) for f in found], highlight))
     elif on_tty():
         click.echo("no tunnels found")
     ctx.exit(EXIT_FINDINGS if found else EXIT_CLEAN)
