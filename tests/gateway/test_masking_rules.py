@@ -334,3 +334,11 @@ def test_the_packaged_example_config_loads():
         and out[2] == b"call +** ** **** **58"
         and n == 3
     )
+
+
+def test_resources_with_content_masking_off_keep_column_rules_only():
+    r = rules([{"column": "email"}, {"content": "default"}], no_content=["bench"])
+    assert r.plan("bench", [text("note")], Catalogue()) is None
+    assert r.plan("bench", [text("email")], Catalogue()).mask([b"a@b.com"])[0] == [b"****"]
+    assert r.mask_params("bench", ["a@b.com"]) == ["a@b.com"]
+    assert r.plan("shop", [text("note")], Catalogue()).mask([b"a@b.com"])[0] == [b"a***@b.com"]

@@ -9,7 +9,7 @@ decided up front, so `mask()` does no rule lookups per row.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, NamedTuple
 
 from hoopctl.gateway.masking import config as _config
@@ -112,8 +112,13 @@ class MaskingRules:
     """All masking rules of one gateway config. Immutable once built; safe to share across sessions."""
 
     def __init__(
-        self, parsed: _config.ParsedConfig, hasher: Hasher | None, credentials: Callable[[bytes], bool] | None
+        self,
+        parsed: _config.ParsedConfig,
+        hasher: Hasher | None,
+        credentials: Callable[[bytes], bool] | None,
+        no_content: Collection[str] = (),
     ):
+        self._no_content = frozenset(no_content)
         self._column_rules = parsed.column_rules
         self._content_rules = parsed.content_rules
         self.binary = parsed.binary
@@ -130,12 +135,15 @@ class MaskingRules:
         binary: str = "null",
         hash_key: bytes | None = None,
         where: str = "masking",
+        no_content: Collection[str] = (),
     ) -> MaskingRules:
         """Build from the config's `masking:` section. Raises ValueError naming the key on bad input.
 
         `binary` is the default policy for binary-format columns a rule covers (`null` or `refuse`);
         a mapping config's own `binary:` key wins. `hash_key` is the per-gateway HMAC key, needed
         when any rule uses the `hash` style. `where` is the key path used in error messages.
+        `no_content` names resources whose own config turns content masking off (column and field
+        rules still apply to them).
         """
         if hash_key is not None and len(hash_key) < 16:
             raise ValueError(f"{where}: the hash key must be at least 16 bytes")
@@ -146,7 +154,7 @@ class MaskingRules:
                 credentials = credential_check()
             except Exception as exc:  # a broken detector must not mean "mask nothing"
                 raise ValueError(f"{where}: credential masking needs the scanner's detector: {exc}") from exc
-        return cls(parsed, Hasher(hash_key) if hash_key is not None else None, credentials)
+        return cls(parsed, Hasher(hash_key) if hash_key is not None else None, credentials, no_content)
 
     # -- per resource ------------------------------------------------------------------------------
 
@@ -156,7 +164,7 @@ class MaskingRules:
             columns = tuple(r for r in self._column_rules if r.applies_to(resource))
             needs_table = any(r.path is not None for r in columns)
             styles: dict[str, str] = {}
-            for rule in self._content_rules:
+            for rule in () if resource in self._no_content else self._content_rules:
                 if rule.applies_to(resource):
                     for kind, style in rule.styles:
                         styles.setdefault(kind, style)  # the first rule naming a kind decides its style
