@@ -73,12 +73,21 @@ def _short(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def render_table(findings: list[Finding], *, colour: bool = False) -> str:
-    """The findings as an aligned text table (no secret: previews and short fingerprints only)."""
+def render_table(findings: list[Finding], *, colour: bool = False, relative_to: str | None = None) -> str:
+    """The findings as an aligned text table (no secret: previews and short fingerprints only).
+
+    `relative_to` shortens paths under that directory (the demo shows its tree's paths that way).
+    """
     header = ("LOCATION", "TYPE", "SEVERITY", "OWNER", "MODE", "PREVIEW", "FINGERPRINT")
+    cut = len(relative_to.rstrip("/")) + 1 if relative_to else 0
+
+    def where(f: Finding) -> str:
+        path = f.path[cut:] if cut and f.path.startswith(relative_to.rstrip("/") + "/") else f.path  # type: ignore[union-attr]
+        return f"{printable(path)}:{f.line}"
+
     rows = [
         (
-            _short(f"{printable(f.path)}:{f.line}", 80),
+            _short(where(f), 80),
             _short(f.type, 28),
             f.severity,
             _short(f.owner, 12),

@@ -62,6 +62,8 @@ class Labels:
     decoys: tuple[Decoy, ...]
     files: int
     bytes: int
+    #: Lines a scanner may report or not without being wrong (identifiers kept in credential files).
+    neutral: tuple[Decoy, ...] = ()
 
     def types(self) -> set[str]:
         return {s.type for s in self.secrets}
@@ -77,13 +79,14 @@ class Labels:
         for s in self.secrets:
             by_path.setdefault(s.path, []).append(s)
         decoys = {(d.path, d.line): d.kind for d in self.decoys}
+        neutral = {(d.path, d.line) for d in self.neutral}
         seen: set[tuple[str, int]] = set()
         hit: set[Label] = set()
         spurious = []
         for f in findings:
             path, line = (f.path, f.line) if hasattr(f, "path") else f  # type: ignore[attr-defined,misc]
             rel = path[len(root) :] if path.startswith(root) else path
-            if (rel, line) in seen:
+            if (rel, line) in seen or (rel, line) in neutral:
                 continue
             seen.add((rel, line))
             matched = [s for s in by_path.get(rel, ()) if s.line <= line <= s.end_line]
@@ -159,6 +162,7 @@ class _Tree:
         self.fill = Filler(random.Random(seed + 1))
         self.labels: list[Label] = []
         self.decoys: list[Decoy] = []
+        self.neutral: list[Decoy] = []
         self.files = 0
         self.bytes = 0
 
@@ -706,20 +710,20 @@ def _etc(t: _Tree) -> None:
         _Doc().secret("github-runner-key", params["d"], text),
         0o600,
     )
-    t.write(
-        "opt/actions-runner/.credentials",
-        json.dumps(
-            {
-                "Scheme": "OAuth",
-                "Data": {
-                    "clientId": _uuid(r),
-                    "authorizationUrl": "https://vstoken.actions.githubusercontent.com/_apis/oauth2/token/x",
-                },
-            },
-            indent=2,
-        )
-        + "\n",
-        0o600,
+    # Its companion names the OAuth client: an identifier, not a secret, but a scanner that flags
+    # the file as a runner credential is not wrong either.
+    creds = {
+        "scheme": "OAuth",
+        "data": {
+            "clientId": _uuid(r),
+            "authorizationUrl": "https://vstoken.actions.githubusercontent.com/_apis/oauth2/token/x",
+            "requireFipsCryptography": "False",
+        },
+    }
+    lines = json.dumps(creds, indent=2).splitlines()
+    t.write("opt/actions-runner/.credentials", "\n".join(lines) + "\n", 0o600)
+    t.neutral.extend(
+        Decoy("opt/actions-runner/.credentials", n, "runner-client") for n in range(1, len(lines) + 1)
     )
 
 
@@ -846,4 +850,4 @@ def generate(
     _logs(t)
     target_files = files if files is not None else int(size_mb * 400)
     _bulk(t, int(size_mb * 1e6), target_files, names, proj)
-    return Labels(root, tuple(t.labels), tuple(t.decoys), t.files, t.bytes)
+    return Labels(root, tuple(t.labels), tuple(t.decoys), t.files, t.bytes, tuple(t.neutral))
