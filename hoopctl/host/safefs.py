@@ -405,6 +405,8 @@ class Walker:
                     cfd = self._open(name, self._dir_flags, fd)
                 except OSError as exc:
                     if lead:
+                        if exc.errno == errno.ENOTDIR:  # replaced since the listing; say by what
+                            exc = _classify_swap(name, fd, exc)
                         self._count_open_error(exc)
                     continue
                 try:
@@ -428,6 +430,16 @@ class Walker:
             for frame in stack:
                 os.close(frame[0])
             stack.clear()
+
+
+def _classify_swap(name: str, dir_fd: int, exc: OSError) -> OSError:
+    """A directory that is no longer one when opened: a symlink counts as one (ELOOP)."""
+    try:
+        if stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+            return OSError(errno.ELOOP, os.strerror(errno.ELOOP))
+    except OSError as again:
+        return again
+    return exc
 
 
 def _read_rest(fd: int, want: int) -> bytes:

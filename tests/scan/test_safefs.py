@@ -204,3 +204,43 @@ def test_descriptors_are_released_when_a_walk_stops_early(tmp_path):
     next(it)
     it.close()
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_directory_swapped_for_a_symlink_after_listing_is_not_entered(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.env").write_text(f"GITHUB_TOKEN={TOKEN}\n")
+    tree = tmp_path / "tree"
+    (tree / "zz-later").mkdir(parents=True)
+    (tree / "zz-later" / "ok.txt").write_text("x\n")
+    (tree / "aa-first.txt").write_text("x\n")
+    w = Walker()
+    it = w.walk(str(tree))
+    first = next(it)  # the top directory is listed: zz-later is known as a directory
+    assert first.path.endswith("aa-first.txt")
+    shutil.rmtree(tree / "zz-later")
+    (tree / "zz-later").symlink_to(outside)  # the attacker's swap, between listing and opening
+    rest = [i.path for i in it]
+    assert rest == []
+    assert w.counters.symlinks_skipped == 1
+
+
+def test_file_swapped_for_a_symlink_or_fifo_after_listing_is_not_read(tmp_path):
+    outside = tmp_path / "outside.env"
+    outside.write_text(f"GITHUB_TOKEN={TOKEN}\n")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (tree / name).write_text("x\n")
+    w = Walker()
+    names = [e.name for e in os.scandir(tree)]  # the order the walker will see
+    it = w.walk(str(tree))
+    next(it)  # the listing is taken; two files are still to be opened
+    (tree / names[1]).unlink()
+    (tree / names[1]).symlink_to(outside)
+    (tree / names[2]).unlink()
+    os.mkfifo(tree / names[2])
+    rest = [i.path for i in it]
+    assert rest == []
+    assert w.counters.symlinks_skipped == 1
+    assert w.counters.skipped_special == 1
