@@ -62,6 +62,7 @@ _REFERENCE = re.compile(
     | %\([A-Za-z_]+\)s | ^%[sd]$ | ^\{[A-Za-z_0-9]*\}$
     | ^\$\( | ^`                              # command substitution
     | ^%[a-zA-Z]/                             # systemd specifiers: %d/token is a credentials path
+    | ^!vault\b                               # Ansible vault-encrypted value follows
     | ^(?:env|vault|secret|ref|op|awssm|gcpsm|azkv|file|sops)[:+]//?
     | ^(?:os\.environ|os\.getenv|getenv|process\.env|ENV\[|System\.getenv|env\()
     """
@@ -308,8 +309,10 @@ def rejects(value: str, *, generic: bool, line: str = "", key: str = "") -> bool
         return True
     if is_code_reference(value) or _CRYPT_HASH.match(value) or _PATH.match(value):
         return True
-    if is_hash_or_id(value):
+    if _UUID.match(value):
         return True
-    return bool(_HEX.match(value) or value.startswith(("sha512-", "sha256-", "sha1-"))) and has_hash_context(
-        line
-    )
+    # A hex digest beside the word "token" may be a checksum or a real hex key: only its
+    # surroundings tell. Lockfile/pip hashes always come with such a marker.
+    if _HEX.match(value) or value.startswith(("sha512-", "sha384-", "sha256-", "sha1-")):
+        return has_hash_context(line) or has_hash_context(key)
+    return False

@@ -98,7 +98,8 @@ def test_public_keys_and_certificates_are_not_reported(text: str) -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        "token: 3f786850e387550fdab836ed7e6dc881de23001b",  # sha1 / git SHA
+        "commit_sha: 3f786850e387550fdab836ed7e6dc881de23001b",  # git SHA
+        "token_digest = 3f786850e387550fdab836ed7e6dc881de23001b",
         "secret_sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
         "password_md5 = 5f4dcc3b5aa765d61d8327deb882cf99",
         "api_key_checksum: d41d8cd98f00b204e9800998ecf8427e",
