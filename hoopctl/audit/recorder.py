@@ -454,6 +454,8 @@ class Recorder:
             os.makedirs(self.dir, mode=0o700, exist_ok=True)
             self._dfd = layout.open_dir(self.dir)
             fds.append(self._dfd)
+            if os.fstat(self._dfd).st_mode & 0o077:
+                log.warning("recordings directory %s is open to other users; make it mode 0700", self.dir)
             self._sdfd = layout.open_dir(layout.SESSIONS, dir_fd=self._dfd, create=True)
             fds.append(self._sdfd)
             self._rdfd = layout.open_dir(layout.RECORDERS, dir_fd=self._dfd, create=True)
