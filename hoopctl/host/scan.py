@@ -65,7 +65,7 @@ class Finding:
     exposure: tuple[str, ...] = ()  # why severity was raised: world-readable, shared-dir, ...
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = {name: getattr(self, name) for name in self.__slots__}  # asdict() recurses: slower
         d["path"] = printable(self.path)
         d["exposure"] = list(self.exposure)
         return d
