@@ -57,7 +57,7 @@ def test_local_forward_is_found_within_2s_protected_and_gone_after_teardown(sshd
     cmd = sshd.ssh_command(ssh_user, *EXIT_ON_FAILURE, "-N", "-f", "-L", f"{lport}:127.0.0.1:{postgres.port}")
     pid = spawn.background(cmd)  # returns once the forward is up (ExitOnForwardFailure)
     created = time.monotonic()
-    f = wait_finding(postgres.port, timeout=2.0, pid=pid)
+    f = wait_finding(postgres.port, timeout=2.0, pid=pid, listen=(f"127.0.0.1:{lport}", f"[::1]:{lport}"))
     assert time.monotonic() - created < 2.0  # the agent's target: found within 2 s of creation
     assert f.kind == "local" and f.listen_port == lport and f.source == "argv"
     assert set(f.listen) == {f"127.0.0.1:{lport}", f"[::1]:{lport}"}
@@ -66,7 +66,13 @@ def test_local_forward_is_found_within_2s_protected_and_gone_after_teardown(sshd
 
     # traffic through it: the sshd side now shows the forward, owned by the login user
     with socket.create_connection(("127.0.0.1", lport)):
-        s = wait_finding(postgres.port, kind="sshd-forward", user=ssh_user.name)
+        s = wait_finding(
+            postgres.port,
+            kind="sshd-forward",
+            user=ssh_user.name,
+            via=pid,
+            target=f"127.0.0.1:{postgres.port}",
+        )
         assert s.target == f"127.0.0.1:{postgres.port}" and s.protected
         assert s.via == pid and s.listen_port == lport
 
@@ -81,7 +87,7 @@ def test_local_forward_to_an_unprotected_target_is_not_protected(sshd, ssh_user,
     pid = spawn.background(
         sshd.ssh_command(ssh_user, "-N", "-f", "-L", f"127.0.0.1:{lport}:127.0.0.1:{other}")
     )
-    f = wait_finding(postgres.port, pid=pid)
+    f = wait_finding(postgres.port, pid=pid, listen=(f"127.0.0.1:{lport}",))
     assert f.kind == "local" and f.listen == (f"127.0.0.1:{lport}",) and not f.protected
 
 
@@ -92,7 +98,9 @@ def test_remote_forward_found_on_client_and_on_sshd(sshd, ssh_user, spawn, postg
     c = wait_finding(postgres.port, pid=pid)
     assert c.kind == "remote" and c.listen == (f"remote:localhost:{rport}",) and c.listen_port == rport
     assert c.target == f"127.0.0.1:{postgres.port}" and c.protected and c.user == "root"
-    s = wait_finding(postgres.port, kind="sshd-forward", user=ssh_user.name, listen_port=rport)
+    s = wait_finding(
+        postgres.port, kind="sshd-forward", user=ssh_user.name, listen_port=rport, via=pid, protected=True
+    )
     assert f"127.0.0.1:{rport}" in s.listen
     assert s.target == f"127.0.0.1:{postgres.port}" and s.protected and s.via == pid
 
@@ -114,13 +122,13 @@ def test_dynamic_forward_is_protected_while_it_carries_traffic_to_the_database(
     pid = spawn.background(
         sshd.ssh_command(ssh_user, *EXIT_ON_FAILURE, "-N", "-f", "-D", f"127.0.0.1:{dport}")
     )
-    f = wait_finding(postgres.port, pid=pid)
+    f = wait_finding(postgres.port, pid=pid, listen=(f"127.0.0.1:{dport}",))
     assert f.kind == "dynamic" and f.listen == (f"127.0.0.1:{dport}",) and f.target is None
     assert not f.protected
     with _socks5_connect(dport, postgres.port):
-        f = wait_finding(postgres.port, pid=pid)
+        f = wait_finding(postgres.port, pid=pid, protected=True)
         assert f.kind == "dynamic" and f.protected
-        s = wait_finding(postgres.port, kind="sshd-forward", user=ssh_user.name)
+        s = wait_finding(postgres.port, kind="sshd-forward", user=ssh_user.name, protected=True)
         assert s.target == f"127.0.0.1:{postgres.port}" and s.protected
 
 
@@ -132,7 +140,7 @@ def test_config_file_forward_is_found_from_its_sockets(sshd, ssh_user, spawn, po
     )
     cmd = ["ssh", "-F", str(config), *EXIT_ON_FAILURE, "-N", "-f", "dbtunnel"]
     pid = spawn.background(cmd)
-    f = wait_finding(postgres.port, pid=pid)
+    f = wait_finding(postgres.port, pid=pid, listen=(f"127.0.0.1:{lport}",))
     assert f.kind == "local" and f.source == "sockets" and f.listen == (f"127.0.0.1:{lport}",)
     assert f.listen_port == lport and f.user == "root"
     assert f.target is None  # not in argv; only known once the sshd side carries a connection
@@ -158,7 +166,7 @@ def test_controlpersist_master_is_a_mux_with_the_forwards_added_to_it(
         timeout=10,
     )
     wait_for_port(lport)
-    f = wait_finding(postgres.port, pid=pid)
+    f = wait_finding(postgres.port, pid=pid, listen=(ctl, f"127.0.0.1:{lport}"))
     assert f.kind == "mux" and f.listen == (ctl, f"127.0.0.1:{lport}") and f.listen_port == lport
     assert f.user == "root" and f.reparented
 
@@ -175,7 +183,7 @@ def test_autossh_parent_is_found_with_its_ssh_child(sshd, ssh_user, spawn, postg
     ]
     proc = spawn.popen(cmd, env={"AUTOSSH_GATETIME": "0", "PATH": "/usr/bin:/bin"})
     wait_for_port(lport)
-    f = wait_finding(postgres.port, kind="autossh", pid=proc.pid)
+    f = wait_finding(postgres.port, kind="autossh", pid=proc.pid, protected=True)
     assert f.listen_port == lport and f.target == f"127.0.0.1:{postgres.port}" and f.protected
     child = f.via
     assert child is not None and findings(postgres.port, pid=child)[0].kind == "local"
@@ -198,7 +206,7 @@ def test_socat_relay_is_found(spawn, postgres):
         ["socat", f"TCP-LISTEN:{lport},bind=127.0.0.1,fork,reuseaddr", f"TCP:127.0.0.1:{postgres.port}"]
     )
     wait_for_port(lport)
-    f = wait_finding(postgres.port, pid=proc.pid)
+    f = wait_finding(postgres.port, pid=proc.pid, listen=(f"127.0.0.1:{lport}",))
     assert f.kind == "socat" and f.listen == (f"127.0.0.1:{lport}",) and f.listen_port == lport
     assert f.target == f"127.0.0.1:{postgres.port}" and f.protected and f.user == "root"
 
