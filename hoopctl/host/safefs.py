@@ -125,8 +125,11 @@ class FileData(NamedTuple):
 
 
 def printable(name: str) -> str:
-    """A name safe to print on one line: control characters and undecodable bytes escaped."""
-    if name.isprintable():
+    """A name safe to print on one line: control characters and undecodable bytes escaped.
+
+    Backslashes are doubled whenever anything is escaped, so the escaping cannot be forged.
+    """
+    if name.isprintable() and "\\" not in name:
         return name
     out = []
     for ch in name:
