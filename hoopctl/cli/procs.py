@@ -8,7 +8,7 @@ import re
 import click
 
 from hoopctl.cli.common import EXIT_CLEAN, EXIT_FINDINGS, fail, on_tty, print_json
-from hoopctl.cli.tunnels import format_age, render_table
+from hoopctl.cli.tunnels import format_age, render_table, warn_if_not_root
 from hoopctl.detect.orphans import classify_orphans
 from hoopctl.host.procs import take_snapshot
 
@@ -56,6 +56,7 @@ def procs(
         seconds = parse_duration(min_age)
     except ValueError as exc:
         fail(str(exc))
+    warn_if_not_root("process environments")
     snapshot = take_snapshot(sockets=False)
     found = classify_orphans(
         snapshot, min_age=seconds, service_accounts=service_accounts, ignore_pids=(os.getpid(),)

@@ -32,6 +32,12 @@ def render_table(headers: list[str], rows: list[list[str]], highlight: list[bool
     return "\n".join(lines)
 
 
+def warn_if_not_root(what: str) -> None:
+    """Without root, other users' processes hide their sockets and environments: say so, once."""
+    if os.geteuid() != 0:
+        click.echo(f"hoopctl: warning: not root: other users' {what} are hidden", err=True)
+
+
 def _row(f: TunnelFinding) -> list[str]:
     parent = f"{f.ppid}{'*' if f.reparented else ''}"
     return [
@@ -72,6 +78,7 @@ def tunnels(ctx: click.Context, as_json: bool, protected: tuple[str, ...]) -> No
         specs = [parse_protected(p) for p in protected]
     except ValueError as exc:
         fail(str(exc))
+    warn_if_not_root("sockets")
     snapshot = take_snapshot(environ=False, cgroups=False)
     own = os.getpid()
     found = [f for f in classify_tunnels(snapshot, specs) if f.pid != own]

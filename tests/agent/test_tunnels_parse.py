@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hoopctl.detect.tunnels import (
     parse_forward,
@@ -182,3 +184,39 @@ def test_protected_resources_match_hosts_cidrs_and_ports(spec, host, port, expec
 def test_bad_protected_specs_are_refused_with_the_spec_named(spec):
     with pytest.raises(ValueError, match="protected resource"):
         parse_protected(spec)
+
+
+# -- properties: any argv is read without an exception, and forwards built from parts parse back
+
+_ports = st.integers(min_value=1, max_value=65535)
+_hosts = st.sampled_from(["db", "10.0.0.5", "db.internal", "fd00::5", "::1", "localhost"])
+_binds = st.sampled_from([None, "127.0.0.1", "0.0.0.0", "::1", "*"])
+
+
+def _h(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+@given(st.lists(st.text(max_size=20), max_size=12))
+def test_any_argv_parses_without_error(argv):
+    parse_ssh_argv(["ssh", *argv])
+    parse_socat_argv(["socat", *argv])
+    parse_ncat_argv(["ncat", *argv])
+
+
+@given(_binds, _ports, _hosts, _ports, st.sampled_from(["-L", "-R"]), st.booleans(), st.booleans())
+def test_forward_specs_built_from_parts_parse_back(bind, lport, host, hport, flag, attached, combined):
+    spec = (f"{_h(bind)}:" if bind else "") + f"{lport}:{_h(host)}:{hport}"
+    if combined:
+        argv = [
+            "ssh",
+            f"-Nf{flag[1]}{spec}" if attached else f"-Nf{flag[1]}",
+            *([] if attached else [spec]),
+            "h",
+        ]
+    else:
+        argv = ["ssh", f"{flag}{spec}"] if attached else ["ssh", flag, spec]
+        argv.append("h")
+    [f] = parse_ssh_argv(argv).forwards
+    assert f.kind == ("local" if flag == "-L" else "remote")
+    assert (f.listen_host, f.listen_port, f.target_host, f.target_port) == (bind, lport, host, hport)
