@@ -378,3 +378,25 @@ def test_ledger_events_link_to_session_events(tmp_path: Path) -> None:
     ledger = [json.loads(line) for line in (d / "ledger.jsonl").read_text().splitlines()]
     approved = next(x for x in ledger if x.get("event") == "access-approved")
     assert approved["hash"] == event["ledger_ref"] and approved["approver"] == "dana"
+
+
+@pytest.mark.root
+def test_read_only_filesystem_raises_the_clear_error(tmp_path: Path) -> None:
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mnt)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        with Recorder(mnt / "r") as r:
+            sid = write_session(r)
+        # (a filesystem with files open for writing cannot be remounted read-only)
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        with pytest.raises(RecordingError, match="Read-only file system"):
+            Recorder(mnt / "r")
+        with pytest.raises(RecordingError, match="Read-only file system"):
+            Recorder(mnt / "new")
+        report = Recordings(mnt / "r").verify()  # reading needs no write access
+        assert report.ok and report.sessions == 1
+        assert len(Recordings(mnt / "r").load(sid)["items"]) == 5
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
