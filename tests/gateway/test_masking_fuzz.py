@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hoopctl.gateway.masking import Field, MaskingRules
+from hoopctl.gateway.masking import detectors as det
 from hoopctl.gateway.masking.content import ContentScanner
-from hoopctl.gateway.masking.detectors import KINDS
+from hoopctl.gateway.masking.detectors import COMPACT_DROP, FINDERS, KINDS, SHAPE
 
 RULES = MaskingRules.from_config(
     [
@@ -91,3 +92,24 @@ def test_scanning_adversarial_values_stays_fast():
         t0 = time.perf_counter()
         scan(v)
         assert time.perf_counter() - t0 < 0.5, v[:20]
+
+
+# Values the finders' own regexes accept (most then fail a checksum, some pass): the gates must
+# open for every one a finder reports.
+regex_shaped = st.one_of(
+    [
+        st.from_regex(r)
+        for r in (det._CARD, det._IBAN, det._PHONE_INTL, det._PHONE_NANP, det._SSN, det._NIR, det._BSN)
+    ]
+)
+
+
+@settings(max_examples=800, deadline=None)
+@given(v=st.one_of(tricky, st.binary(max_size=60), regex_shaped))
+def test_prefilter_gates_never_hide_what_a_finder_would_find(v):
+    shape = v.translate(SHAPE)
+    compact = shape.translate(None, COMPACT_DROP)
+    for f in FINDERS.values():
+        if f.find(v):
+            assert len(v) >= f.min_len
+            assert f.gate is None or f.gate(shape, compact), (f.kind, v)

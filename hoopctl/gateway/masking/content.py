@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from hoopctl.gateway.masking.detectors import DIGITS, FINDERS, Hit, find_emails
+from hoopctl.gateway.masking.detectors import COMPACT_DROP, FINDERS, SHAPE, Hit, find_emails
 from hoopctl.gateway.masking.styles import FULL, Hasher, partial_for_hit
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def credential_check() -> Callable[[bytes], bool]:
 class ContentScanner:
     """Masks sensitive tokens in one value. `styles` maps each enabled kind to its mask style."""
 
-    __slots__ = ("_styles", "_hasher", "_email", "_gates", "_min_digits", "_min_len", "_cred")
+    __slots__ = ("_styles", "_hasher", "_email", "_gates", "_min_len", "_cred")
 
     def __init__(
         self,
@@ -68,13 +68,7 @@ class ContentScanner:
         self._styles = dict(styles)
         self._hasher = hasher
         self._email = "email" in styles
-        finders = sorted(
-            (f for k, f in FINDERS.items() if k in styles and k != "email"), key=lambda f: f.min_digits
-        )
-        # Plain tuples, sorted by the digits they need, so the hot loop can stop at the first that
-        # asks for more digits than the value has.
-        self._gates = tuple((f.min_digits, f.min_len, f.needs, f.find) for f in finders)
-        self._min_digits = finders[0].min_digits if finders else 1 << 30
+        self._gates = tuple((f.min_len, f.gate, f.find) for k, f in FINDERS.items() if k in styles and f.gate)
         lens = [f.min_len for k, f in FINDERS.items() if k in styles]
         self._cred = credentials if "credential" in styles else None
         if self._cred is not None:
@@ -93,15 +87,16 @@ class ContentScanner:
         hits: list[Hit] | None = None
         if self._email and b"@" in v:
             hits = find_emails(v) or None
-        nd = n - len(v.translate(None, DIGITS))
-        if nd >= self._min_digits:
-            for min_digits, min_len, needs, find in self._gates:
-                if nd < min_digits:
-                    break
-                if n >= min_len and (not needs or needs in v):
-                    found = find(v)
-                    if found:
-                        hits = hits + found if hits else found
+        if self._gates:
+            shape = v.translate(SHAPE)
+            # Every digit-based kind needs at least two digits in a row somewhere.
+            if b"99" in shape:
+                compact = shape.translate(None, COMPACT_DROP)
+                for min_len, gate, find in self._gates:
+                    if n >= min_len and gate(shape, compact):
+                        found = find(v)
+                        if found:
+                            hits = hits + found if hits else found
         if self._cred is not None and n >= CREDENTIAL_MIN_LEN and self._cred(v):
             return self._whole("credential", v)
         if not hits:
