@@ -126,9 +126,27 @@ def is_hash_or_id(value: str) -> bool:
     )
 
 
+def _class_changes(word: str) -> int:
+    """How often the character class flips (lower/upper/digit): identifiers flip rarely, random text often."""
+    changes = 0
+    prev = ""
+    for ch in word:
+        cls = "d" if ch.isdigit() else "u" if ch.isupper() else "l" if ch.islower() else ""
+        if cls and prev and cls != prev and not (prev == "u" and cls == "l"):  # "Password" is one word
+            changes += 1
+        if cls:
+            prev = cls
+    return changes
+
+
 def is_code_reference(value: str) -> bool:
-    """`settings.DB_PASSWORD`, `DEFAULT_TOKEN`, `self.token`: code naming a secret held elsewhere."""
-    return bool(_CODE_REFERENCE.match(value) or _IDENT.match(value))
+    """`settings.DB_PASSWORD`, `DEFAULT_TOKEN`, `self.token`: code naming a secret held elsewhere.
+
+    `qne.Z50c3MZOcIUf17xQ` has the shape of an attribute access but not the look of one.
+    """
+    if not (_CODE_REFERENCE.match(value) or _IDENT.match(value)):
+        return False
+    return all(_class_changes(part) <= max(2, len(part) // 6) for part in re.split(r"[._:>-]+", value))
 
 
 def has_hash_context(line: str) -> bool:
