@@ -6,6 +6,10 @@ import hashlib
 import json
 from pathlib import Path
 
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from hoopctl.audit.chain import encode_fields, parse_line, seal
 from hoopctl.audit.reader import Recordings
 from hoopctl.audit.recorder import Recorder
@@ -172,3 +176,28 @@ def test_symlinked_session_file_is_not_followed(written: Written, tmp_path: Path
     assert report.first.file == f"sessions/{written.sids[1]}.jsonl"
     assert "cannot read" in report.first.reason and "symbolic links" in report.first.reason
     assert "root-only" not in repr(report)
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> Written:
+    d = tmp_path_factory.mktemp("pristine") / "recs"
+    with Recorder(d) as r:
+        sids = [write_session(r, name, 3) for name in ("alice", "bob")]
+    return Written(d, sids)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(which=st.integers(0, 2), where=st.floats(0, 1, exclude_max=True), flip=st.integers(1, 255))
+def test_any_single_byte_change_anywhere_is_caught(
+    pristine: Written, which: int, where: float, flip: int
+) -> None:
+    path = pristine.ledger if which == 2 else pristine.session_path(which)
+    original = path.read_bytes()
+    data = bytearray(original)
+    data[int(where * len(data))] ^= flip
+    path.write_bytes(bytes(data))
+    try:
+        assert not _verify(pristine).ok
+    finally:
+        path.write_bytes(original)
+    assert _verify(pristine).ok
