@@ -146,7 +146,7 @@ def is_code_reference(value: str) -> bool:
     """
     if not (_CODE_REFERENCE.match(value) or _IDENT.match(value)):
         return False
-    return all(_class_changes(part) <= max(2, len(part) // 6) for part in re.split(r"[._:>-]+", value))
+    return all(_class_changes(part) <= max(3, len(part) // 5) for part in re.split(r"[._:>-]+", value))
 
 
 def has_hash_context(line: str) -> bool:

@@ -68,6 +68,8 @@ def test_placeholders_are_not_reported(text: str) -> None:
         "if password == confirm_password:",
         "    password = request.form.get('password')",
         "self.secret_key = secret_key",
+        "    self, private_key: ed25519.Ed25519PrivateKey, f_priv: _FragList",
+        '"kadmin/dbutil", "kadmin/passwd", "kadmin/server", "lib/kadm5", and',
         "token = jwt.encode(payload, key, algorithm='HS256')",
         "TOKEN_URL = 'https://auth.internal/oauth/token'",
         "max_tokens = 4096",
