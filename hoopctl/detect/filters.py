@@ -323,8 +323,10 @@ def rejects(value: str, *, generic: bool, line: str = "", key: str = "") -> bool
         return False
     if key and benign_name(key):
         return True
-    if any(c.isspace() for c in value) or _EMAIL.match(value) or _DANGLING_ASSIGN.match(value):
+    if any(c.isspace() for c in value) or _EMAIL.match(value):
         return True
+    if _DANGLING_ASSIGN.match(value) and is_code_reference(value[:-1]):
+        return True  # `password= auth_user=`: an empty value, then the next key
     if is_code_reference(value) or _CRYPT_HASH.match(value) or _PATH.match(value):
         return True
     if _UUID.match(value):
