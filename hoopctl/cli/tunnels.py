@@ -8,7 +8,7 @@ import click
 
 from hoopctl.cli.common import EXIT_CLEAN, EXIT_FINDINGS, fail, on_tty, print_json
 from hoopctl.detect.tunnels import TunnelFinding, classify_tunnels, parse_protected
-from hoopctl.host.procs import take_snapshot
+from hoopctl.host.procs import read_ssh_configs, take_snapshot
 
 
 def format_age(seconds: int) -> str:
@@ -81,7 +81,8 @@ def tunnels(ctx: click.Context, as_json: bool, protected: tuple[str, ...]) -> No
     warn_if_not_root("sockets")
     snapshot = take_snapshot(environ=False, cgroups=False)
     own = os.getpid()
-    found = [f for f in classify_tunnels(snapshot, specs) if f.pid != own]
+    configs = read_ssh_configs(snapshot)
+    found = [f for f in classify_tunnels(snapshot, specs, ssh_configs=configs) if f.pid != own]
     if as_json:
         print_json({"tunnels": found})
     elif found:

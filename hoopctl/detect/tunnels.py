@@ -19,6 +19,7 @@ what only the other side knows (the target of a config-file forward, the target 
 
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 import os
 import re
@@ -343,6 +344,75 @@ def _ssh_option(
         parsed = _split_option(value)
         if parsed:
             options.setdefault(parsed[0], []).append(parsed[1])
+
+
+def destination_host(destination: str | None) -> str | None:
+    """The host alias of an ssh destination (`user@host`, `ssh://user@host:port`), as Host matches it."""
+    if not destination:
+        return None
+    text = destination
+    uri = text.startswith("ssh://")
+    if uri:
+        text = text[len("ssh://") :]
+    text = text.rpartition("@")[2]
+    if uri:
+        if text.startswith("["):
+            text = text[1 : text.find("]")] if "]" in text else text[1:]
+        else:
+            text = text.partition(":")[0]
+    return text or None
+
+
+def _host_block_matches(patterns: Sequence[str], host: str) -> bool:
+    host = host.lower()
+    matched = False
+    for pattern in patterns:
+        for p in pattern.split(","):
+            negated = p.startswith("!")
+            p = p[1:] if negated else p
+            if fnmatch.fnmatchcase(host, p.lower()):
+                if negated:
+                    return False
+                matched = True
+    return matched
+
+
+def forwards_from_ssh_config(text: str, host: str | None) -> list[Forward]:
+    """The forwards an ssh_config text gives `host` (its alias as typed): LocalForward,
+    RemoteForward and DynamicForward lines before any Host/Match, or in Host blocks matching it.
+
+    Match blocks are skipped (their conditions need the live environment) and so are Include
+    lines (the caller reads included files and passes them as more texts). A ClearAllForwardings
+    yes that applies ends the list empty, as ssh does.
+    """
+    out: list[Forward] = []
+    active = True
+    cleared = False
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r"([A-Za-z]+)\s*(?:=\s*|\s+)(.*)$", line)
+        if not m:
+            continue
+        key, value = m.group(1).lower(), m.group(2).strip()
+        if key == "host":
+            active = host is not None and _host_block_matches(value.split(), host)
+            continue
+        if key == "match":
+            active = value.strip().lower() == "all"
+            continue
+        if not active:
+            continue
+        if key == "clearallforwardings" and value.lower() == "yes":
+            cleared = True
+        kind = {"localforward": "local", "remoteforward": "remote", "dynamicforward": "dynamic"}.get(key)
+        if kind:
+            value = value.split("#", 1)[0].strip().strip('"')
+            fwd = parse_forward(kind, value)
+            if fwd is not None:
+                out.append(fwd)
+    return [] if cleared else out
 
 
 # --------------------------------------------------------------------------- socat / ncat argv
@@ -693,8 +763,14 @@ def classify_tunnels(
     protected: Sequence[Protected] = (),
     *,
     subreapers: frozenset[str] = frozenset(),
+    ssh_configs: Mapping[int, Sequence[str]] | None = None,
 ) -> list[TunnelFinding]:
-    """Every tunnel and relay in `snapshot`, sorted by pid then kind."""
+    """Every tunnel and relay in `snapshot`, sorted by pid then kind.
+
+    `ssh_configs` maps an ssh client's pid to the ssh_config texts it read (see
+    `hoopctl.host.procs.read_ssh_configs`): a config forward then gets its target, once a LISTEN
+    socket of that client confirms it (local, dynamic) or as configured (remote).
+    """
     b = _Builder(snapshot, protected, subreapers)
     procs = list(snapshot.procs.values())
     clients = [p for p in procs if _is_ssh_client(p)]
@@ -704,11 +780,18 @@ def classify_tunnels(
     for proc in clients:
         if not _MUX_TITLE.match(_title(proc)):
             parsed[proc.pid] = parse_ssh_argv(proc.cmdline)
-
+    from_config = {
+        pid: _config_forwards(parsed[pid], texts)
+        for pid, texts in (ssh_configs or {}).items()
+        if pid in parsed
+    }
+    every: dict[int, tuple[Forward, ...]] = {}
     for proc in clients:
-        _ssh_client_findings(b, proc, parsed.get(proc.pid), pairs)
+        every[proc.pid] = _ssh_client_findings(
+            b, proc, parsed.get(proc.pid), pairs, from_config.get(proc.pid, ())
+        )
     for proc in sessions:
-        _sshd_findings(b, proc, pairs, parsed)
+        _sshd_findings(b, proc, pairs, every)
     for proc in procs:
         _wrapper_findings(b, proc, parsed)
         _relay_findings(b, proc)
@@ -721,7 +804,18 @@ def _peer_of(args: SshArgs | None) -> str | None:
     return args.destination
 
 
-def _ssh_client_findings(b: _Builder, proc: Proc, args: SshArgs | None, pairs: _Pairs) -> None:
+def _config_forwards(args: SshArgs, texts: Sequence[str]) -> list[Forward]:
+    cleared = args.options.get("clearallforwardings", ("no",))[0].lower() == "yes"
+    if cleared:
+        return []
+    host = destination_host(args.destination)
+    return [f for text in texts for f in forwards_from_ssh_config(text, host)]
+
+
+def _ssh_client_findings(
+    b: _Builder, proc: Proc, args: SshArgs | None, pairs: _Pairs, config: Sequence[Forward] = ()
+) -> tuple[Forward, ...]:
+    """Findings of one ssh client; returns the forwards it is known to carry (argv + confirmed config)."""
     sshd_pid = pairs.client_to_sshd.get(proc.pid)
     seen_targets: list[Endpoint] = []
     if sshd_pid is not None:
@@ -744,12 +838,22 @@ def _ssh_client_findings(b: _Builder, proc: Proc, args: SshArgs | None, pairs: _
             via=sshd_pid,
             extra_targets=seen_targets,
         )
-        return
+        return ()
     if args is None or args.control_command is not None:
-        return  # `ssh -O ...` talks to a master and exits: the master is what to report
+        return ()  # `ssh -O ...` talks to a master and exits: the master is what to report
     peer = _peer_of(args)
     explained: set[int] = set()
-    for fwd in args.forwards:
+    listening = {s.laddr.port for s in proc.listens()}
+    carried = list(args.forwards)
+    taken = {f.listen_port for f in args.forwards if f.kind in ("local", "dynamic")}
+    for fwd in config:
+        if fwd.kind == "remote":
+            carried.append(fwd)
+        elif fwd.listen_port in listening and fwd.listen_port not in taken:
+            # a config forward counts once its socket shows (ssh may have failed to bind it)
+            carried.append(fwd)
+            taken.add(fwd.listen_port)
+    for n, fwd in enumerate(carried):
         if fwd.kind in ("local", "dynamic"):
             seen = _listens_on(proc, fwd.listen_port) if fwd.listen_port is not None else ()
             listen = seen or (fwd.listen_text,)
@@ -759,7 +863,7 @@ def _ssh_client_findings(b: _Builder, proc: Proc, args: SshArgs | None, pairs: _
             listen = (f"remote:{fwd.listen_text}",)
         else:
             listen = (fwd.listen_text,)
-        source = "argv"
+        source = "argv" if n < len(args.forwards) else "config"
         extra = seen_targets if fwd.kind == "dynamic" else ()
         b.add(
             proc,
@@ -798,24 +902,26 @@ def _ssh_client_findings(b: _Builder, proc: Proc, args: SshArgs | None, pairs: _
             via=sshd_pid,
             extra_targets=seen_targets if len(unexplained) == 1 else (),
         )
+    return tuple(carried)
 
 
-def _sshd_findings(b: _Builder, proc: Proc, pairs: _Pairs, parsed: Mapping[int, SshArgs]) -> None:
+def _sshd_findings(
+    b: _Builder,
+    proc: Proc,
+    pairs: _Pairs,
+    carried: Mapping[int, tuple[Forward, ...]],
+) -> None:
     session = pairs.session_sock.get(proc.pid)
     peer = str(session.raddr) if session is not None and session.raddr is not None else None
     client_pid = pairs.sshd_to_client.get(proc.pid)
-    client_args = parsed.get(client_pid) if client_pid is not None else None
+    client_forwards = carried.get(client_pid, ()) if client_pid is not None else ()
     client = b.snap.procs.get(client_pid) if client_pid is not None else None
     # -R: sshd listens for the client; the target is only known on the client's side.
     by_port: dict[int, list[str]] = {}
     for s in proc.listens():
         by_port.setdefault(s.laddr.port, []).append(str(s.laddr))
     for port, addrs in sorted(by_port.items()):
-        fwd = None
-        if client_args is not None:
-            fwd = next(
-                (f for f in client_args.forwards if f.kind == "remote" and f.listen_port == port), None
-            )
+        fwd = next((f for f in client_forwards if f.kind == "remote" and f.listen_port == port), None)
         b.add(
             proc,
             "sshd-forward",
@@ -832,11 +938,11 @@ def _sshd_findings(b: _Builder, proc: Proc, pairs: _Pairs, parsed: Mapping[int, 
     for target in _sshd_targets(proc, session):
         listen: tuple[str, ...] = ()
         listen_port = None
-        if client_args is not None and client is not None:
+        if client is not None:
             fwd = next(
                 (
                     f
-                    for f in client_args.forwards
+                    for f in client_forwards
                     if f.kind == "local"
                     and f.target_port == target.port
                     and _same_host(f.target_host, target.ip)

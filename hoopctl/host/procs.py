@@ -19,6 +19,8 @@ import psutil
 
 from hoopctl.detect.orphans import MARKER_NAMES, MARKER_VALUE_NAMES
 from hoopctl.detect.procsnap import Endpoint, Proc, Snapshot, Sock
+from hoopctl.detect.tunnels import parse_ssh_argv
+from hoopctl.host import pathfd
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +191,72 @@ def _active_units(run_dir: str = "/run/systemd/units") -> frozenset[str] | None:
     except OSError:
         return None
     return frozenset(e.split(":", 1)[1] for e in entries if e.startswith("invocation:"))
+
+
+def read_ssh_configs(
+    snapshot: Snapshot, system_config: str = "/etc/ssh/ssh_config"
+) -> dict[int, tuple[str, ...]]:
+    """For each ssh client in `snapshot`, the ssh_config texts it read, in ssh's order: its -F
+    file alone, else the user's ~/.ssh/config then the system file. Feed to `classify_tunnels`.
+
+    These files are user-writable and we may be root: each is opened with no symlink followed
+    anywhere in its path (`pathfd.open_leaf`), must be a regular file, and is read up to 256 KiB;
+    anything else is skipped. Include lines are not followed.
+    """
+    out: dict[int, tuple[str, ...]] = {}
+    cache: dict[str, str | None] = {}
+    for proc in snapshot.procs.values():
+        if proc.name != "ssh" or not proc.cmdline or proc.cmdline[0].startswith("ssh: "):
+            continue  # not a client, or a mux master whose argv is gone
+        args = parse_ssh_argv(proc.cmdline)
+        if args.control_command is not None:
+            continue
+        home = _home(proc.uid)
+        if args.config_file is not None:
+            paths = [] if args.config_file == "none" else [_config_path(proc.pid, args.config_file, home)]
+        else:
+            paths = [f"{home}/.ssh/config" if home else "", system_config]
+        texts = []
+        for path in paths:
+            if path and path not in cache:
+                cache[path] = _read_small_text(path)
+            if path and cache[path]:
+                texts.append(cache[path])
+        if texts:
+            out[proc.pid] = tuple(t for t in texts if t)
+    return out
+
+
+def _home(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_dir
+    except (KeyError, OverflowError):
+        return None
+
+
+def _config_path(pid: int, path: str, home: str | None) -> str:
+    """An -F path as ssh resolved it: `~/` is the user's home, relative is against the process cwd."""
+    if path.startswith("~/") and home:
+        return home + path[1:]
+    if os.path.isabs(path):
+        return path
+    try:
+        cwd = os.readlink(f"{_PROC}/{pid}/cwd")  # the kernel's answer, not a path we follow
+    except OSError:
+        return ""
+    return os.path.join(cwd, path)
+
+
+def _read_small_text(path: str, limit: int = 256 * 1024) -> str | None:
+    try:
+        with pathfd.open_leaf(path) as leaf:
+            if not leaf.is_regular:
+                return None
+            data = os.read(leaf.fd, limit)
+    except OSError as exc:  # missing, a symlink somewhere, unreadable: not a config we trust
+        log.debug("ssh config %s skipped: %s", path, exc)
+        return None
+    return data.decode("utf-8", "replace")
 
 
 def benchmark_snapshot(rounds: int = 10, **kwargs: bool) -> dict[str, float]:

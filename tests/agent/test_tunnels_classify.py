@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from hoopctl.detect.procsnap import Endpoint, Proc, Snapshot, Sock
-from hoopctl.detect.tunnels import classify_tunnels, parse_protected
+from hoopctl.detect.tunnels import (
+    classify_tunnels,
+    destination_host,
+    forwards_from_ssh_config,
+    parse_protected,
+)
 
 NOW = 1_000_000.0
 PG = [parse_protected("127.0.0.1:5432"), parse_protected("10.0.0.0/8:5432")]
@@ -223,3 +228,63 @@ def test_ordinary_processes_are_clean():
         proc(73, 500, "nc", ["nc", "-l", "8000"]),
     ]
     assert classify_tunnels(snap(*others), PG) == []
+
+
+# -- forwards from ssh_config texts
+
+CONFIG = """
+# global
+DynamicForward 127.0.0.1:1081
+Host db* !db-test
+    HostName 10.0.0.5
+    LocalForward 127.0.0.1:6000 10.0.0.5:5432
+    RemoteForward=9001 127.0.0.1:22  # trailing comment
+Host web
+    LocalForward 8080 web:80
+Match exec "true"
+    LocalForward 7777 secret:1
+Host *
+    LocalForward 6001 [fd00::5]:5432
+"""
+
+
+def test_ssh_config_forwards_follow_host_blocks_and_skip_match():
+    got = [(f.kind, f.listen_port, f.target_text) for f in forwards_from_ssh_config(CONFIG, "dbprod")]
+    assert got == [
+        ("dynamic", 1081, None),
+        ("local", 6000, "10.0.0.5:5432"),
+        ("remote", 9001, "127.0.0.1:22"),
+        ("local", 6001, "[fd00::5]:5432"),
+    ]
+    assert [f.listen_port for f in forwards_from_ssh_config(CONFIG, "db-test")] == [1081, 6001]
+    assert [f.listen_port for f in forwards_from_ssh_config(CONFIG, "web")] == [1081, 8080, 6001]
+    assert forwards_from_ssh_config("Host *\n ClearAllForwardings yes\n LocalForward 1 a:2\n", "x") == []
+
+
+def test_destination_host_of_every_destination_form():
+    assert destination_host("db") == "db"
+    assert destination_host("u@db") == "db"
+    assert destination_host("ssh://u@db:2222") == "db"
+    assert destination_host("ssh://[fd00::5]:22") == "fd00::5"
+    assert destination_host(None) is None
+
+
+def test_config_forward_gets_its_target_once_its_socket_confirms_it():
+    ssh = proc(80, 1, "ssh", ["ssh", "-N", "u@dbprod"], socks=[listen("127.0.0.1", 6000)])
+    found = classify_tunnels(snap(ssh), PG, ssh_configs={80: [CONFIG]})
+    local = only(found, kind="local")
+    assert local.listen_port == 6000 and local.target == "10.0.0.5:5432" and local.protected
+    assert local.source == "config"
+    # the remote forward cannot be confirmed from the client: reported as configured
+    remote = only(found, kind="remote")
+    assert remote.listen == ("remote:localhost:9001",) and remote.source == "config"
+    # 1081 and 6001 have no socket: ssh did not open them (or failed to): not reported
+    assert {f.listen_port for f in found} == {6000, 9001}
+
+
+def test_clear_all_forwardings_in_argv_drops_config_forwards():
+    ssh = proc(
+        81, 500, "ssh", ["ssh", "-oClearAllForwardings=yes", "dbprod"], socks=[listen("127.0.0.1", 6000)]
+    )
+    found = classify_tunnels(snap(ssh), PG, ssh_configs={81: [CONFIG]})
+    assert [(f.source, f.target) for f in found] == [("sockets", None)]

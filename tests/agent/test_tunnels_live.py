@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from hoopctl.cli import main
 from hoopctl.detect.tunnels import TunnelFinding, classify_tunnels, parse_protected
-from hoopctl.host.procs import take_snapshot
+from hoopctl.host.procs import read_ssh_configs, take_snapshot
 from hoopctl.testing.sshd import free_port, wait_for_port
 
 pytestmark = pytest.mark.root
@@ -27,9 +27,9 @@ EXIT_ON_FAILURE = ["-o", "ExitOnForwardFailure=yes"]
 
 
 def findings(pg_port: int, **match) -> list[TunnelFinding]:
-    found = classify_tunnels(
-        take_snapshot(environ=False, cgroups=False), [parse_protected(f"127.0.0.1:{pg_port}")]
-    )
+    snap = take_snapshot(environ=False, cgroups=False)  # what `hoopctl tunnels` does
+    protected = [parse_protected(f"127.0.0.1:{pg_port}")]
+    found = classify_tunnels(snap, protected, ssh_configs=read_ssh_configs(snap))
     return [f for f in found if all(getattr(f, k) == v for k, v in match.items())]
 
 
@@ -132,7 +132,9 @@ def test_dynamic_forward_is_protected_while_it_carries_traffic_to_the_database(
         assert s.target == f"127.0.0.1:{postgres.port}" and s.protected
 
 
-def test_config_file_forward_is_found_from_its_sockets(sshd, ssh_user, spawn, postgres, tmp_path):
+def test_config_file_forward_is_found_with_its_target_from_the_config(
+    sshd, ssh_user, spawn, postgres, tmp_path
+):
     lport = free_port()
     config = tmp_path / "ssh_config"
     config.write_text(
@@ -141,10 +143,25 @@ def test_config_file_forward_is_found_from_its_sockets(sshd, ssh_user, spawn, po
     cmd = ["ssh", "-F", str(config), *EXIT_ON_FAILURE, "-N", "-f", "dbtunnel"]
     pid = spawn.background(cmd)
     f = wait_finding(postgres.port, pid=pid, listen=(f"127.0.0.1:{lport}",))
-    assert f.kind == "local" and f.source == "sockets" and f.listen == (f"127.0.0.1:{lport}",)
-    assert f.listen_port == lport and f.user == "root"
-    assert f.target is None  # not in argv; only known once the sshd side carries a connection
+    assert f.kind == "local" and f.source == "config" and f.listen_port == lport and f.user == "root"
+    assert f.target == f"127.0.0.1:{postgres.port}" and f.protected
+
+
+def test_config_forward_behind_a_symlinked_config_is_found_from_sockets_only(
+    sshd, ssh_user, spawn, postgres, tmp_path
+):
+    lport = free_port()
+    real = tmp_path / "real_config"
+    real.write_text(
+        sshd.client_config(ssh_user, "dbtunnel", f"LocalForward 127.0.0.1:{lport} 127.0.0.1:{postgres.port}")
+    )
+    link = tmp_path / "ssh_config"
+    link.symlink_to(real)  # root must not follow it: the forward is still seen, from its socket
+    pid = spawn.background(["ssh", "-F", str(link), *EXIT_ON_FAILURE, "-N", "-f", "dbtunnel"])
+    f = wait_finding(postgres.port, pid=pid, listen=(f"127.0.0.1:{lport}",))
+    assert f.kind == "local" and f.source == "sockets" and f.target is None
     with socket.create_connection(("127.0.0.1", lport)):
+        # once it carries a connection, the sshd side on this host tells the target
         f = wait_finding(postgres.port, pid=pid, target=f"127.0.0.1:{postgres.port}")
         assert f.protected
 
