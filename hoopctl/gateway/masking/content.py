@@ -12,7 +12,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from hoopctl.gateway.masking.detectors import COMPACT_DROP, FINDERS, SHAPE, Hit, find_emails
+from hoopctl.gateway.masking.detectors import (
+    COMPACT_DROP,
+    FINDERS,
+    SHAPE,
+    Hit,
+    find_bsns,
+    find_cards,
+    find_emails,
+    find_ibans,
+    find_nirs,
+    find_phones,
+    find_ssns,
+)
 from hoopctl.gateway.masking.styles import FULL, Hasher, partial_for_hit
 
 log = logging.getLogger(__name__)
@@ -20,6 +32,7 @@ log = logging.getLogger(__name__)
 #: Shorter values are not worth asking the credential engine about (no rule matches so few bytes).
 CREDENTIAL_MIN_LEN = 8
 _PRIORITY = {kind: i for i, kind in enumerate(FINDERS)}
+_RUN8, _RUN13 = b"9" * 8, b"9" * 13
 
 
 def credential_check() -> Callable[[bytes], bool]:
@@ -57,18 +70,24 @@ def credential_check() -> Callable[[bytes], bool]:
 class ContentScanner:
     """Masks sensitive tokens in one value. `styles` maps each enabled kind to its mask style."""
 
-    __slots__ = ("_styles", "_hasher", "_email", "_gates", "_min_len", "_cred")
+    __slots__ = ("_styles", "_hasher", "_min_len", "_cred", "_prefilter", "_email", "_digits", "_want")
 
     def __init__(
         self,
         styles: dict[str, str],
         hasher: Hasher | None,
         credentials: Callable[[bytes], bool] | None = None,
+        *,
+        prefilter: bool = True,
     ) -> None:
+        """`prefilter=False` runs every enabled finder on every value: the reference the tests
+        compare the prefiltered scanner with, never used in the gateway."""
         self._styles = dict(styles)
         self._hasher = hasher
+        self._prefilter = prefilter
         self._email = "email" in styles
-        self._gates = tuple((f.min_len, f.gate, f.find) for k, f in FINDERS.items() if k in styles and f.gate)
+        self._want = frozenset(styles)
+        self._digits = bool(self._want & {"iban", "card", "fr_nir", "us_ssn", "nl_bsn", "phone"})
         lens = [f.min_len for k, f in FINDERS.items() if k in styles]
         self._cred = credentials if "credential" in styles else None
         if self._cred is not None:
@@ -87,21 +106,47 @@ class ContentScanner:
         hits: list[Hit] | None = None
         if self._email and b"@" in v:
             hits = find_emails(v) or None
-        if self._gates:
+        if self._digits:
             shape = v.translate(SHAPE)
-            # Every digit-based kind needs at least two digits in a row somewhere.
-            if b"99" in shape:
-                compact = shape.translate(None, COMPACT_DROP)
-                for min_len, gate, find in self._gates:
-                    if n >= min_len and gate(shape, compact):
-                        found = find(v)
-                        if found:
-                            hits = hits + found if hits else found
+            if b"9" in shape or not self._prefilter:  # every one of them needs digits
+                found = self._digit_hits(v, n, shape)
+                if found:
+                    hits = hits + found if hits else found
         if self._cred is not None and n >= CREDENTIAL_MIN_LEN and self._cred(v):
             return self._whole("credential", v)
         if not hits:
             return v
         return self._render(v, hits)
+
+    def _digit_hits(self, v: bytes, n: int, shape: bytes) -> list[Hit]:
+        """Each test below is a superset of what the finder's regex accepts (the tests prove it
+        against `prefilter=False`), so skipping a finder never hides a match."""
+        want, pf = self._want, self._prefilter
+        compact = shape.translate(None, COMPACT_DROP)
+        out: list[Hit] = []
+        if "iban" in want and (not pf or (n >= 15 and b"aa99" in shape)):
+            out += find_ibans(v)
+        # All the others need 8+ digits in a row once separators are dropped.
+        if pf and _RUN8 not in compact:
+            return out
+        if "card" in want and (not pf or (n >= 13 and _RUN13 in compact)):
+            out += find_cards(v)
+        # Corsica's departments 2A/2B break the NIR's digit run: "99999a99999999".
+        if "fr_nir" in want and (not pf or (n >= 15 and (_RUN13 in compact or b"9a9" in compact))):
+            out += find_nirs(v)
+        if "us_ssn" in want and (not pf or b"999-99-9999" in shape):
+            out += find_ssns(v)
+        if "nl_bsn" in want and (not pf or b"999999999" in shape):
+            out += find_bsns(v)
+        if "phone" in want and (
+            not pf
+            or b"+9999999" in compact
+            or b"999-999-9999" in shape
+            or b"999) 999-9999" in shape
+            or b"999)999-9999" in shape
+        ):
+            out += find_phones(v)
+        return out
 
     def _whole(self, kind: str, v: bytes) -> bytes | None:
         style = self._styles[kind]
