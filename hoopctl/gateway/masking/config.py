@@ -186,8 +186,9 @@ def parse(
         cfg = []
     if isinstance(cfg, dict):
         for k in cfg:
-            if k not in ("rules", "binary"):
-                raise ValueError(f"{where}.{k}: unknown key (known: rules, binary)")
+            # hash_key_file is read by the gateway config, which passes the key in as hash_key.
+            if k not in ("rules", "binary", "hash_key_file"):
+                raise ValueError(f"{where}.{k}: unknown key (known: rules, binary, hash_key_file)")
         binary = _style(cfg.get("binary", binary))
         if binary not in BINARY_POLICIES:
             raise ValueError(f"{where}.binary: expected one of {', '.join(BINARY_POLICIES)}, got {binary!r}")
