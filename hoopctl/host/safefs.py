@@ -224,6 +224,8 @@ class Walker:
         """Yield every readable regular text file under `root` (a directory or a single file)."""
         c = self.counters
         lead = self.part[0] == 0
+        # "link/" would make the kernel resolve the symlink despite lstat and O_NOFOLLOW.
+        root = root.rstrip("/") or "/"
         try:
             st = os.lstat(root)
         except FileNotFoundError:

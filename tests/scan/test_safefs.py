@@ -52,6 +52,10 @@ def test_symlink_given_as_the_starting_path_is_not_followed(tmp_path):
     result = scan_paths([tmp_path / "link"])
     assert result.findings == []
     assert result.stats.symlinks_skipped == 1
+    (tmp_path / "dirlink").symlink_to(tmp_path)
+    result = scan_paths([f"{tmp_path}/dirlink/"])  # a trailing slash would make the kernel follow it
+    assert result.findings == []
+    assert result.stats.symlinks_skipped == 1
 
 
 def test_fifo_socket_and_device_never_block(tmp_path):
