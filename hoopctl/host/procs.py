@@ -17,9 +17,9 @@ import time
 
 import psutil
 
+from hoopctl.detect.cmdlines import parse_ssh_argv
 from hoopctl.detect.orphans import MARKER_NAMES, MARKER_VALUE_NAMES
 from hoopctl.detect.procsnap import Endpoint, Proc, Snapshot, Sock
-from hoopctl.detect.tunnels import parse_ssh_argv
 from hoopctl.host import pathfd
 
 log = logging.getLogger(__name__)
