@@ -77,7 +77,7 @@ class Actor:
             return Outcome("refused", str(exc))
         except OSError as exc:
             return Outcome("failed", f"{exc.strerror or exc}")
-        states = ",".join(sorted({o.state for o in result.outcomes}))
+        states = ",".join(sorted({o.outcome for o in result.outcomes}))
         return Outcome(
             "done" if result.ok else "failed", f"{len(result.outcomes)} processes: {states}", result.action_id
         )

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 EVENTS = logging.getLogger("hoopctl.agent.events")
 
 
-def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
+def event(name: str, level: int = logging.INFO, /, **fields: Any) -> None:
     """Log one agent event with its fields."""
     EVENTS.log(level, name, extra={"agent_fields": fields})
 
