@@ -85,7 +85,10 @@ class Protected:
             candidates |= {"127.0.0.1", "::1"}
         for cand in candidates:
             if self.network is not None and is_ip(cand):
-                if ipaddress.ip_address(cand) in self.network:
+                addr = ipaddress.ip_address(cand)
+                if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+                    addr = addr.ipv4_mapped  # a dual-stack socket shows IPv4 peers as ::ffff:a.b.c.d
+                if addr in self.network:
                     return True
             elif self.host is not None and cand == self.host:
                 return True

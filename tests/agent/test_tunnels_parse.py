@@ -165,6 +165,7 @@ def test_ncat_listeners_without_target_and_clients_are_not_relays(argv):
         ("localhost:5432", "127.0.0.1", 5432, True),
         ("localhost:5432", "::1", 5432, False),  # loopback v4 only, by the CIDR it stands for
         ("10.0.0.0/8:5432", "10.2.3.4", 5432, True),
+        ("10.0.0.0/8:5432", "::ffff:10.2.3.4", 5432, True),
         ("10.0.0.0/8:*", "10.2.3.4", 1, True),
         ("10.0.0.0/8:5432", "11.0.0.1", 5432, False),
         ("[fd00::5]:5432", "fd00::5", 5432, True),
