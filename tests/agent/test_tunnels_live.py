@@ -11,7 +11,9 @@ import shutil
 import socket
 import struct
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -42,6 +44,11 @@ def wait_finding(pg_port: int, timeout: float = 3.0, **match) -> TunnelFinding:
         if time.monotonic() > deadline:
             raise AssertionError(f"expected one finding {match}, got {hits}")
         time.sleep(0.05)
+
+
+def private_dir(sshd) -> Path:
+    """A fresh folder under the sshd's workdir: any process whose argv names it is killed at module end."""
+    return Path(tempfile.mkdtemp(dir=sshd.workdir))
 
 
 def port_open(port: int) -> bool:
@@ -132,11 +139,9 @@ def test_dynamic_forward_is_protected_while_it_carries_traffic_to_the_database(
         assert s.target == f"127.0.0.1:{postgres.port}" and s.protected
 
 
-def test_config_file_forward_is_found_with_its_target_from_the_config(
-    sshd, ssh_user, spawn, postgres, tmp_path
-):
+def test_config_file_forward_is_found_with_its_target_from_the_config(sshd, ssh_user, spawn, postgres):
     lport = free_port()
-    config = tmp_path / "ssh_config"
+    config = private_dir(sshd) / "ssh_config"
     config.write_text(
         sshd.client_config(ssh_user, "dbtunnel", f"LocalForward 127.0.0.1:{lport} 127.0.0.1:{postgres.port}")
     )
@@ -147,15 +152,14 @@ def test_config_file_forward_is_found_with_its_target_from_the_config(
     assert f.target == f"127.0.0.1:{postgres.port}" and f.protected
 
 
-def test_config_forward_behind_a_symlinked_config_is_found_from_sockets_only(
-    sshd, ssh_user, spawn, postgres, tmp_path
-):
+def test_config_forward_behind_a_symlinked_config_is_found_from_sockets_only(sshd, ssh_user, spawn, postgres):
     lport = free_port()
-    real = tmp_path / "real_config"
+    here = private_dir(sshd)
+    real = here / "real_config"
     real.write_text(
         sshd.client_config(ssh_user, "dbtunnel", f"LocalForward 127.0.0.1:{lport} 127.0.0.1:{postgres.port}")
     )
-    link = tmp_path / "ssh_config"
+    link = here / "ssh_config"
     link.symlink_to(real)  # root must not follow it: the forward is still seen, from its socket
     pid = spawn.background(["ssh", "-F", str(link), *EXIT_ON_FAILURE, "-N", "-f", "dbtunnel"])
     f = wait_finding(postgres.port, pid=pid, listen=(f"127.0.0.1:{lport}",))
@@ -166,10 +170,8 @@ def test_config_forward_behind_a_symlinked_config_is_found_from_sockets_only(
         assert f.protected
 
 
-def test_controlpersist_master_is_a_mux_with_the_forwards_added_to_it(
-    sshd, ssh_user, spawn, postgres, tmp_path
-):
-    ctl = str(tmp_path / "ctl")
+def test_controlpersist_master_is_a_mux_with_the_forwards_added_to_it(sshd, ssh_user, spawn, postgres):
+    ctl = str(private_dir(sshd) / "ctl")
     opts = ["-o", "ControlMaster=yes", "-o", f"ControlPath={ctl}", "-o", "ControlPersist=60"]
     # a job runs one command over a master; ControlPersist keeps the master after the job is done
     done = subprocess.run([*sshd.ssh_command(ssh_user, *opts), "true"], capture_output=True, timeout=15)
