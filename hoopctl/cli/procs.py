@@ -43,6 +43,9 @@ def procs(
     their initial environment, reparented to PID 1 or a subreaper, job gone), detached processes of
     service accounts, and processes left in the cgroup of a stopped unit.
 
+    A job is gone when no process still carrying its job id (CI_JOB_ID, RUNNER_TRACKING_ID,
+    BUILD_TAG, ...) hangs off a live runner: all that is left of it hangs off PID 1 or a subreaper.
+
     Exit status: 0 none found, 1 found, 2 error. Run as root to read other users' environments.
 
     \b

@@ -143,7 +143,10 @@ class TunnelFinding:
 
     `peer` is the other end of the ssh connection (destination for a client, client address for
     sshd); `via` a related process (autossh's ssh child, the other side's pid); `source` tells
-    where the forward was read from (argv, option, sockets, mux, wrapper, sshd).
+    where the forward was read from (argv, config, sockets, mux, wrapper, sshd). `protected` is
+    true when the target matches a protected resource, or, for a SOCKS forward or a forward whose
+    target is unknown, when a connection it carries right now does (seen on the sshd side when
+    that sshd runs on this host).
     """
 
     pid: int
