@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 #: Shorter values are not worth asking the credential engine about (no rule matches so few bytes).
 CREDENTIAL_MIN_LEN = 8
 _PRIORITY = {kind: i for i, kind in enumerate(FINDERS)}
-_RUN8, _RUN13 = b"9" * 8, b"9" * 13
+_RUN8, _RUN13 = "9" * 8, "9" * 13
 
 
 def credential_check() -> Callable[[bytes], bool]:
@@ -87,7 +87,8 @@ class ContentScanner:
         self._prefilter = prefilter
         self._email = "email" in styles
         self._want = frozenset(styles)
-        self._digits = bool(self._want & {"iban", "card", "fr_nir", "us_ssn", "nl_bsn", "phone"})
+        # 0 when no digit-based kind is enabled, else the least length any of them can match.
+        self._digits = min((f.min_len for k, f in FINDERS.items() if k in styles and k != "email"), default=0)
         lens = [f.min_len for k, f in FINDERS.items() if k in styles]
         self._cred = credentials if "credential" in styles else None
         if self._cred is not None:
@@ -101,14 +102,16 @@ class ContentScanner:
     def __call__(self, v: bytes) -> bytes | None:
         """`v` itself when nothing is found (identity, so callers can test `is`), else the masked value."""
         n = len(v)
-        if n < self._min_len:
+        if n < self._min_len and self._prefilter:
             return v
         hits: list[Hit] | None = None
-        if self._email and b"@" in v:
+        # `int in bytes` is a plain byte scan; `bytes in bytes` first tries the needle as an int and
+        # pays for a swallowed TypeError, several times slower on short values.
+        if self._email and 64 in v:  # '@'
             hits = find_emails(v) or None
-        if self._digits:
+        if self._digits and (n >= self._digits or not self._prefilter):
             shape = v.translate(SHAPE)
-            if b"9" in shape or not self._prefilter:  # every one of them needs digits
+            if 57 in shape or not self._prefilter:  # every one of them needs a digit ('9')
                 found = self._digit_hits(v, n, shape)
                 if found:
                     hits = hits + found if hits else found
@@ -118,13 +121,15 @@ class ContentScanner:
             return v
         return self._render(v, hits)
 
-    def _digit_hits(self, v: bytes, n: int, shape: bytes) -> list[Hit]:
+    def _digit_hits(self, v: bytes, n: int, shape_b: bytes) -> list[Hit]:
         """Each test below is a superset of what the finder's regex accepts (the tests prove it
         against `prefilter=False`), so skipping a finder never hides a match."""
         want, pf = self._want, self._prefilter
-        compact = shape.translate(None, COMPACT_DROP)
+        # Substring tests on str: bytes' `in` is slow on this hot path (see __call__).
+        compact = shape_b.translate(None, COMPACT_DROP).decode("latin-1")
+        shape = shape_b.decode("latin-1")
         out: list[Hit] = []
-        if "iban" in want and (not pf or (n >= 15 and b"aa99" in shape)):
+        if "iban" in want and (not pf or (n >= 15 and "aa99" in shape)):
             out += find_ibans(v)
         # All the others need 8+ digits in a row once separators are dropped.
         if pf and _RUN8 not in compact:
@@ -132,18 +137,18 @@ class ContentScanner:
         if "card" in want and (not pf or (n >= 13 and _RUN13 in compact)):
             out += find_cards(v)
         # Corsica's departments 2A/2B break the NIR's digit run: "99999a99999999".
-        if "fr_nir" in want and (not pf or (n >= 15 and (_RUN13 in compact or b"9a9" in compact))):
+        if "fr_nir" in want and (not pf or (n >= 15 and (_RUN13 in compact or "9a9" in compact))):
             out += find_nirs(v)
-        if "us_ssn" in want and (not pf or b"999-99-9999" in shape):
+        if "us_ssn" in want and (not pf or "999-99-9999" in shape):
             out += find_ssns(v)
-        if "nl_bsn" in want and (not pf or b"999999999" in shape):
+        if "nl_bsn" in want and (not pf or "999999999" in shape):
             out += find_bsns(v)
         if "phone" in want and (
             not pf
-            or b"+9999999" in compact
-            or b"999-999-9999" in shape
-            or b"999) 999-9999" in shape
-            or b"999)999-9999" in shape
+            or "+9999999" in compact
+            or "999-999-9999" in shape
+            or "999) 999-9999" in shape
+            or "999)999-9999" in shape
         ):
             out += find_phones(v)
         return out
@@ -157,7 +162,8 @@ class ContentScanner:
         return FULL
 
     def _render(self, v: bytes, hits: list[Hit]) -> bytes | None:
-        hits.sort(key=lambda h: (h.start, _PRIORITY[h.kind], -h.end))
+        if len(hits) > 1:
+            hits.sort(key=lambda h: (h.start, _PRIORITY[h.kind], -h.end))
         out: list[bytes] = []
         pos = 0
         for h in hits:

@@ -163,12 +163,12 @@ def find_ibans(v: bytes) -> list[Hit]:
 
 def find_phones(v: bytes) -> list[Hit]:
     hits = []
-    if b"+" in v:
+    if 43 in v:  # '+'
         for m in _PHONE_INTL.finditer(v):
             digits = m.group().translate(None, b" .-()+")
             if 8 <= len(digits) <= 15:
                 hits.append(Hit(m.start(), m.end(), "phone", b"+" + digits))
-    if b"-" in v or b"." in v:
+    if 45 in v or 46 in v:  # '-' or '.'
         for m in _PHONE_NANP.finditer(v):
             hits.append(Hit(m.start(), m.end(), "phone", b"+1" + m.group().translate(None, b" .-()")))
     return hits
@@ -225,5 +225,5 @@ FINDERS: dict[str, Finder] = {
     "fr_nir": Finder("fr_nir", find_nirs, 15),
     "us_ssn": Finder("us_ssn", find_ssns, 11),
     "nl_bsn": Finder("nl_bsn", find_bsns, 9),
-    "phone": Finder("phone", find_phones, 10),
+    "phone": Finder("phone", find_phones, 9),  # "+" and 8 digits
 }
