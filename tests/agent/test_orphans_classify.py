@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from hoopctl.detect.orphans import MARKER_VALUE_NAMES, classify_orphans, job_key, unit_of
 from hoopctl.detect.procsnap import Proc, Snapshot
 
@@ -165,3 +168,56 @@ def test_adopted_by_an_unknown_subreaper_is_detached_when_its_session_leader_is_
         473, 470, 0, "root", "sleep", ("sleep",), NOW - 600, pgid=470, sid=470, env_names=frozenset({"CI"})
     )
     assert [f.pid for f in classify_orphans(snap(reaper, leftover, kid))] == [472]
+
+
+# -- properties over random process trees
+
+
+@st.composite
+def process_trees(draw):
+    """Random forests under PID 1 with a runner, a subreaper, job markers, users and ages."""
+    n = draw(st.integers(min_value=1, max_value=25))
+    procs = [proc(1, 0, "init"), proc(100, 1, "gitlab-runner"), proc(150, 1, "tini")]
+    for i in range(n):
+        pid = 1000 + i
+        parent = draw(st.sampled_from([1, 100, 150] + [p.pid for p in procs if p.pid >= 1000]))
+        job = draw(st.sampled_from([None, "1", "2"]))
+        env = {"GITLAB_CI": "true", "CI_JOB_ID": job} if job else {}
+        user = draw(st.sampled_from(["root", "ci"]))
+        age = draw(st.sampled_from([5.0, 600.0]))
+        procs.append(proc(pid, parent, env=env, user=user, age=age))
+    return Snapshot(taken_at=NOW, procs={p.pid: p for p in procs})
+
+
+def _ancestors(s: Snapshot, pid: int) -> list[int]:
+    out, p = [], s.procs[pid]
+    while p.ppid in s.procs and p.ppid > 1:
+        out.append(p.ppid)
+        p = s.procs[p.ppid]
+    return out
+
+
+@given(process_trees())
+@settings(max_examples=200, deadline=None)
+def test_orphan_findings_hold_their_invariants(s):
+    found = classify_orphans(s, min_age=60, service_accounts=["ci"])
+    pids = {f.pid for f in found}
+    for f in found:
+        p = s.procs[f.pid]
+        assert s.age(p) >= 60
+        assert p.ppid in (1, 150)  # detached: PID 1 or the subreaper
+        assert not set(_ancestors(s, f.pid)) & pids  # reported once, at the top of its subtree
+        assert set(f.descendants) == {d for d in s.procs if f.pid in _ancestors(s, d)}
+        if "ci-job-gone" in f.reasons:
+            # no process of the same job hangs off the runner through same-job parents
+            job = p.env_values["CI_JOB_ID"]
+            for q in s.procs.values():
+                if q.env_values.get("CI_JOB_ID") == job:
+                    top = q
+                    while s.procs[top.ppid].env_values.get("CI_JOB_ID") == job and top.ppid not in (1, 150):
+                        top = s.procs[top.ppid]
+                    assert top.ppid != 100
+    # every detached old process with a job id whose job is anchored nowhere is reported somewhere
+    for p in s.procs.values():
+        if p.ppid in (1, 150) and p.pid >= 1000 and s.age(p) >= 60 and p.user == "ci":
+            assert p.pid in pids or set(_ancestors(s, p.pid)) & pids
