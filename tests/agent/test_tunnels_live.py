@@ -152,6 +152,19 @@ def test_config_file_forward_is_found_with_its_target_from_the_config(sshd, ssh_
     assert f.target == f"127.0.0.1:{postgres.port}" and f.protected
 
 
+def test_relative_config_path_is_read_from_the_clients_working_directory(sshd, ssh_user, spawn, postgres):
+    lport = free_port()
+    here = private_dir(sshd)
+    (here / "cfg").write_text(
+        sshd.client_config(ssh_user, "dbtunnel", f"LocalForward 127.0.0.1:{lport} 127.0.0.1:{postgres.port}")
+    )
+    marker = f"hoop{lport}"  # an unused option value that makes this argv unique
+    cmd = ["ssh", "-F", "cfg", "-o", f"SetEnv=X={marker}", *EXIT_ON_FAILURE, "-N", "-f", "dbtunnel"]
+    pid = spawn.background(cmd, cwd=here)
+    f = wait_finding(postgres.port, pid=pid, listen=(f"127.0.0.1:{lport}",))
+    assert f.source == "config" and f.target == f"127.0.0.1:{postgres.port}" and f.protected
+
+
 def test_config_forward_behind_a_symlinked_config_is_found_from_sockets_only(sshd, ssh_user, spawn, postgres):
     lport = free_port()
     here = private_dir(sshd)
