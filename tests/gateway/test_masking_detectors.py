@@ -206,3 +206,18 @@ def test_credentials_found_by_the_scanner_engine_mask_the_whole_value():
     scan = ContentScanner({"credential": "full", "email": "partial"}, None, check)
     assert scan(secret) == b"****"
     assert scan(b"nothing secret in here") == b"nothing secret in here"
+
+
+def test_credential_prefilter_agrees_with_the_engine_on_every_rule_example():
+    detector = Detector.default()
+    check = credential_check()
+    samples = [
+        ex
+        for rule in detector.rules
+        for ex in (*rule.examples, *rule.negative_examples)
+        if isinstance(ex, str) and rule.pattern is not None
+    ]
+    assert len(samples) > 50
+    for text in samples:
+        data = text.encode()
+        assert check(data) == bool(detector.scan(data, "")), text[:40]

@@ -46,10 +46,18 @@ def credential_check() -> Callable[[bytes], bool]:
     from hoopctl.detect import Detector
 
     detector = Detector.default()
+    # A value has no path: only keyworded pattern rules can fire (parser rules are chosen by path).
+    # Should that ever change, fall back to asking the detector about every value.
+    try:
+        from hoopctl.detect import parsers
+
+        pathless = not parsers.select("")
+    except (ImportError, AttributeError):
+        pathless = False
     rules = getattr(detector, "rules", None) or []
-    keywords = {kw for r in rules if getattr(r, "pattern", None) is not None for kw in r.keywords}
-    keyworded = bool(rules) and all(getattr(r, "pattern", None) is not None for r in rules)
-    if not keyworded or not keywords:
+    pattern_rules = [r for r in rules if getattr(r, "pattern", None) is not None]
+    keywords = {kw for r in pattern_rules for kw in r.keywords}
+    if not pathless or not keywords or not all(r.keywords for r in pattern_rules):
         return lambda v: bool(detector.scan(v, ""))
 
     import ahocorasick
