@@ -61,7 +61,8 @@ KINDS = ("local", "remote", "dynamic", "tun", "mux", "autossh", "socat", "ncat",
 _MUX_TITLE = re.compile(r"^ssh: (?P<path>.+) \[mux\]$")
 _SSHD_SESSION = re.compile(r"^sshd(?:-session)?: (?P<who>\S+?)(?:@(?P<tty>\S+))?(?: \[(?P<tag>\w+)\])?$")
 _SSH_WORD = re.compile(r"(?:^|[\s/;&|(`'\"])(?:auto)?ssh(?:\s|$)")
-_SHELLISH = frozenset({"sh", "bash", "dash", "zsh", "ksh", "python", "python3", "perl", "timeout", "nohup"})
+# parents that can loop around ssh (restart it); `timeout` or `nohup` bound or exec it instead
+_SHELLISH = frozenset({"sh", "bash", "dash", "zsh", "ksh", "python", "python3", "perl"})
 
 
 # --------------------------------------------------------------------------- protected resources
@@ -405,7 +406,8 @@ def _ssh_client_findings(
             via=sshd_pid,
             extra_targets=extra,
         )
-    if args.master and ("controlpersist" in args.options or "f" in args.flags):
+    persist = args.options.get("controlpersist", ("no",))[0].lower() not in ("no", "false")
+    if args.master and (persist or "f" in args.flags):
         b.add(
             proc, "mux", [args.control_path or "?"], None, None, None, None, "argv", peer=peer, via=sshd_pid
         )

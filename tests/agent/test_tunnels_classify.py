@@ -288,3 +288,16 @@ def test_clear_all_forwardings_in_argv_drops_config_forwards():
     )
     found = classify_tunnels(snap(ssh), PG, ssh_configs={81: [CONFIG]})
     assert [(f.source, f.target) for f in found] == [("sockets", None)]
+
+
+def test_argv_master_with_control_persist_is_a_mux_but_persist_no_is_not():
+    master = proc(90, 1, "ssh", ["ssh", "-M", "-S", "/tmp/c", "-o", "ControlPersist=10m", "h", "true"])
+    assert [(f.kind, f.listen) for f in classify_tunnels(snap(master), PG)] == [("mux", ("/tmp/c",))]
+    plain = proc(91, 500, "ssh", ["ssh", "-o", "ControlMaster=auto", "-o", "ControlPersist=no", "h", "ls"])
+    assert classify_tunnels(snap(plain), PG) == []
+
+
+def test_timeout_around_ssh_is_not_a_restart_wrapper():
+    t = proc(92, 500, "timeout", ["timeout", "60", "ssh", "-N", "-L", "1:db:5432", "h"])
+    ssh = proc(93, 92, "ssh", ["ssh", "-N", "-L", "1:db:5432", "h"])
+    assert [f.kind for f in classify_tunnels(snap(t, ssh), PG)] == ["local"]
