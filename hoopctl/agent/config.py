@@ -62,6 +62,7 @@ class FilesConfig:
 class ProcsConfig:
     enabled: bool
     tunnel_interval: float
+    snapshot_interval: float
     orphan_interval: float
     protected: tuple[str, ...]
     service_accounts: tuple[str, ...]
@@ -181,7 +182,8 @@ def parse_config(sec: Section) -> AgentConfig:
     )
     procs = sec.section("processes")
     procs.check_keys(
-        {"enabled", "tunnel_interval", "orphan_interval", "protected", "service_accounts", "grace"}
+        {"enabled", "tunnel_interval", "snapshot_interval", "orphan_interval", "protected"}
+        | {"service_accounts", "grace"}
     )
     pol = sec.section("policy")
     pol.check_keys(set(KINDS))
@@ -233,8 +235,9 @@ def parse_config(sec: Section) -> AgentConfig:
         ),
         procs=ProcsConfig(
             enabled=procs.bool("enabled", True),
-            tunnel_interval=_seconds(procs, "tunnel_interval", 1.5),
-            orphan_interval=_seconds(procs, "orphan_interval", 10.0),
+            tunnel_interval=_seconds(procs, "tunnel_interval", 1.0),
+            snapshot_interval=_seconds(procs, "snapshot_interval", 10.0),
+            orphan_interval=_seconds(procs, "orphan_interval", 30.0),
             protected=protected,
             service_accounts=_strings(procs, "service_accounts"),
             grace=_seconds(procs, "grace", 5.0),

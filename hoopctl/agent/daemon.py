@@ -30,6 +30,7 @@ from typing import Any
 from hoopctl.agent import logs
 from hoopctl.agent.actions import Actor, Outcome
 from hoopctl.agent.config import AgentConfig, ConfigError, existing_roots, load_config
+from hoopctl.agent.listeners import listeners
 from hoopctl.agent.notify import Notifier, watchdog_interval
 from hoopctl.agent.policy import Decision, Subject, decide, parse_targets
 from hoopctl.agent.status import Status, write_status
@@ -64,6 +65,7 @@ class Agent:
         self._users: dict[int, str] = {}
         self._threads: list[threading.Thread] = []
         self._limit_reported = False
+        self._tunnel_due: float | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -422,18 +424,29 @@ class Agent:
     # -- processes --------------------------------------------------------------------------------
 
     def _process_loop(self) -> None:
-        next_orphans = 0.0
+        next_orphans = next_full = 0.0
+        last_sig: object = None
         while not self._stop.is_set():
             started = time.monotonic()
+            procs = self.config.procs
             with_orphans = started >= next_orphans
-            try:
-                self._process_pass(with_orphans)
-            except Exception as exc:  # noqa: BLE001 - next pass tries again
-                log.exception("process pass failed")
-                self._error("processes", f"{type(exc).__name__}: {exc}")
-            if with_orphans:
-                next_orphans = started + self.config.procs.orphan_interval
-            self._stop.wait(max(0.05, self.config.procs.tunnel_interval - (time.monotonic() - started)))
+            # A full snapshot costs ~20 ms of CPU, the listener table a few hundredths of that. New
+            # tunnels and relays open a listener, so an idle host pays for the cheap read, plus a
+            # full pass every snapshot_interval (sshd-side forwards have no listener), the orphan
+            # pass, and tunnels coming of age.
+            sig = _listener_signature()
+            due = self._tunnel_due is not None and started >= self._tunnel_due
+            if with_orphans or due or started >= next_full or sig != last_sig:
+                try:
+                    self._process_pass(with_orphans)
+                    last_sig = sig
+                except Exception as exc:  # noqa: BLE001 - next pass tries again
+                    log.exception("process pass failed")
+                    self._error("processes", f"{type(exc).__name__}: {exc}")
+                next_full = started + procs.snapshot_interval
+                if with_orphans:
+                    next_orphans = started + procs.orphan_interval
+            self._stop.wait(max(0.05, procs.tunnel_interval - (time.monotonic() - started)))
 
     def _process_pass(self, with_orphans: bool) -> None:
         from hoopctl.detect.orphans import classify_orphans
@@ -444,6 +457,7 @@ class Agent:
         own = os.getpid()
         snap = take_snapshot(environ=with_orphans, cgroups=with_orphans)
         self.status.set(last_proc_scan=time.time())
+        self._tunnel_due = None
         by_pid: dict[int, list[Any]] = {}
         for f in classify_tunnels(snap, parse_targets(cfg.procs.protected)):
             if f.pid == own:
@@ -451,7 +465,23 @@ class Agent:
             proc = snap.procs.get(f.pid)
             key = ("tunnel", f.pid, proc.create_time if proc else 0, f.kind, f.listen, f.target)
             d = decide(cfg.policy, Subject("tunnel", user=f.user, target=f.target, age=f.age))
-            if d.action == "wait" or key in self._seen_procs:
+            if d.action == "wait":  # look again when it comes of age, even if nothing else changes
+                when = time.monotonic() + max(0.0, cfg.policy.tunnel.min_age - f.age) + 0.5
+                self._tunnel_due = when if self._tunnel_due is None else min(self._tunnel_due, when)
+                if ("wait", *key) not in self._seen_procs:
+                    self._seen_procs.add(("wait", *key))
+                    event(
+                        "tunnel.seen",
+                        pid=f.pid,
+                        user=f.user,
+                        tunnel=f.kind,
+                        listen=list(f.listen),
+                        target=f.target,
+                        age=f.age,
+                        why=d.why,
+                    )
+                continue
+            if key in self._seen_procs:
                 continue
             self._seen_procs.add(key)
             self.status.finding("tunnel")
@@ -524,6 +554,14 @@ class Agent:
                 self._record("orphan", "terminate", outcome, pid=f.pid, job=f.job)
             else:
                 self.status.action("orphan", d.action, _passive(d))
+
+
+def _listener_signature() -> object:
+    """The host's TCP listeners as one comparable value; a fresh object (never equal) when unreadable."""
+    try:
+        return listeners()
+    except OSError:
+        return object()
 
 
 def _passive(d: Decision) -> str:

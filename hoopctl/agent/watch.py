@@ -43,7 +43,7 @@ from watchdog.events import (
 )
 from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.inotify import InotifyEmitter
-from watchdog.observers.inotify_c import InotifyEvent, InotifyFD
+from watchdog.observers.inotify_c import InotifyConstants, InotifyEvent, InotifyFD, Mask
 
 from hoopctl.host.safefs import compile_excludes
 
@@ -164,13 +164,27 @@ class AgentInotifyFD(InotifyFD):
         return len(getattr(self, "_watch_for_wd", {}))
 
 
+class AgentEmitter(InotifyEmitter):
+    """watchdog's emitter without IN_MOVED_FROM.
+
+    watchdog holds every IN_MOVED_FROM for 0.5 s to pair it with its IN_MOVED_TO, and the events
+    queued behind it wait too; each quarantine is a move out of a watched directory, so under a
+    steady stream of new files every check would come half a second late. A file or directory
+    moved in still arrives (IN_MOVED_TO, reported as created, and watchdog watches a moved-in
+    directory again under its new name); what is lost is only the pairing, which we do not use.
+    """
+
+    def get_event_mask_from_filter(self) -> Mask:
+        return Mask(super().get_event_mask_from_filter() & ~InotifyConstants.IN_MOVED_FROM)
+
+
 class AgentObserver(BaseObserver):
-    """watchdog's inotify observer, built on `AgentInotifyFD`."""
+    """watchdog's inotify observer, built on `AgentInotifyFD` and `AgentEmitter`."""
 
     def __init__(self, inotify_fd: AgentInotifyFD, timeout: float = 1.0) -> None:
         self._agent_fd = inotify_fd
         inotify_fd.start()
-        super().__init__(InotifyEmitter, timeout=timeout, inotify_fd=inotify_fd)
+        super().__init__(AgentEmitter, timeout=timeout, inotify_fd=inotify_fd)
 
     def on_thread_stop(self) -> None:
         super().on_thread_stop()
