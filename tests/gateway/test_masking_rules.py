@@ -261,9 +261,23 @@ def test_mask_params_applies_content_rules_only():
 
 
 def test_mask_text_masks_literals_in_a_statement():
-    r = rules([{"content": ["email"], "style": "null"}])
-    assert r.mask_text("db", "SELECT 1 WHERE e = 'bob@example.com'") == "****"
+    r = rules([{"content": ["email", "card"], "style": {"default": "partial", "email": "null"}}])
+    sql = "SELECT 1 WHERE e = 'bob@example.com' AND c = '4111111111111111'"
+    assert r.mask_text("db", sql) == "SELECT 1 WHERE e = '****' AND c = '************1111'"
     assert r.mask_text("db", "SELECT 1") == "SELECT 1"
+
+
+def test_recorded_params_show_null_style_as_stars_not_as_null():
+    r = rules([{"content": ["email"], "style": "null"}])
+    assert r.mask_params("db", ["bob@example.com", b"bob@example.com", None]) == ["****", b"****", None]
+    # ...while in result sets the null style really sends NULL
+    assert r.plan("db", [text("e")], Catalogue()).mask([b"bob@example.com"]) == ([None], 1)
+
+
+def test_a_statement_holding_a_credential_is_recorded_masked_whole():
+    r = rules([{"content": "default"}])
+    sql = "SELECT * FROM t WHERE url = 'postgres://billing:Qp7vK2mZx9LtR4wN@db1.internal:5432/billing'"
+    assert "Qp7vK2mZx9LtR4wN" not in r.mask_text("db", sql)
 
 
 # -- config errors -----------------------------------------------------------------------------------

@@ -104,8 +104,9 @@ class ContentScanner:
         self._min_len = min(lens, default=1 << 30)
 
     @property
-    def kinds(self) -> tuple[str, ...]:
-        return tuple(self._styles)
+    def styles(self) -> dict[str, str]:
+        """Each enabled kind and its style."""
+        return dict(self._styles)
 
     def __call__(self, v: bytes) -> bytes | None:
         """`v` itself when nothing is found (identity, so callers can test `is`), else the masked value."""

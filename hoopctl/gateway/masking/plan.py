@@ -126,6 +126,7 @@ class MaskingRules:
         self._credentials = credentials
         self._per_resource: dict[str, tuple[tuple[ColumnRule, ...], bool, ContentScanner | None]] = {}
         self._plans: dict[tuple[str, tuple[Field, ...]], Any] = {}
+        self._for_recording: dict[str, Any] = {}
 
     @classmethod
     def from_config(
@@ -282,9 +283,23 @@ class MaskingRules:
 
     # -- recording ---------------------------------------------------------------------------------
 
+    def _recording_scanner(self, resource: str) -> ContentScanner | None:
+        """The resource's content scanner with `null` shown as `****`: in a recording, a masked
+        parameter must not look like a NULL one, and a statement must not vanish."""
+        got = self._for_recording.get(resource, _NO_PLAN)
+        if got is _NO_PLAN:
+            _, _, scanner = self._resource(resource)
+            got = None
+            if scanner is not None:
+                styles = {k: "full" if s == "null" else s for k, s in scanner.styles.items()}
+                got = ContentScanner(styles, self._hasher, self._credentials)
+            self._for_recording[resource] = got
+        return got
+
     def mask_params(self, resource: str, values: Sequence[bytes | str | None]) -> list[bytes | str | None]:
-        """Bind parameters as they should appear in the recording: content rules applied to each."""
-        _, _, scanner = self._resource(resource)
+        """Bind parameters as they should appear in the recording: content rules applied to each
+        (bytes stay bytes, str stays str, None stays None; the `null` style shows as `****`)."""
+        scanner = self._recording_scanner(resource)
         if scanner is None:
             return list(values)
         out: list[bytes | str | None] = []
@@ -294,16 +309,17 @@ class MaskingRules:
             elif isinstance(v, str):
                 raw = v.encode("utf-8", "surrogatepass")
                 r = scanner(raw)
-                out.append(v if r is raw else None if r is None else r.decode("utf-8", "replace"))
+                out.append(v if r is raw else (r or FULL).decode("utf-8", "replace"))
             else:
                 b = bytes(v)
-                out.append(scanner(b))
+                out.append(scanner(b) or FULL)
         return out
 
     def mask_text(self, resource: str, text: str) -> str:
-        """A statement's text for the recording with content rules applied (a `null` hit gives '****')."""
+        """A statement's text for the recording, content rules applied to its literals. A statement
+        holding a credential is masked whole (the detector reports lines, not spans)."""
         got = self.mask_params(resource, [text])[0]
-        return FULL.decode() if got is None else str(got)
+        return str(got)
 
 
 def _split_table(qualified: str | None) -> tuple[str, str] | None:
