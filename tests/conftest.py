@@ -19,10 +19,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory):
-    """A real PostgreSQL cluster, started once per test run."""
+def postgres():
+    """A real PostgreSQL cluster, started once per test run.
+
+    Its directory is its own mkdtemp, not pytest's numbered tmp dirs, which a
+    concurrent pytest run may prune while this cluster is still running."""
     try:
-        pg = LocalPostgres.start(tmp_path_factory.mktemp("pg"))
+        pg = LocalPostgres.start()
     except PostgresUnavailable as exc:
         if os.environ.get("CI"):
             raise
