@@ -273,7 +273,8 @@ def scan_paths(
         if shared is not None:
             shared.close()
 
-    findings.sort(key=lambda f: (f.path, f.line, f.rule))
+    # Overlapping starting paths (/srv and /srv/app) must not report a finding twice.
+    findings = sorted(set(findings), key=lambda f: (f.path, f.line, f.rule, f.fingerprint))
     seconds = time.perf_counter() - started
     c = counters
     stats = ScanStats(

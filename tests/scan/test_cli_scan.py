@@ -87,3 +87,34 @@ def test_no_planted_secret_appears_in_full_in_any_output(host_tree):
         parts += [ln for ln in s.secret.splitlines()[1:-1] if len(ln) >= 16]  # key body lines
         leaked += [(s.path, s.type) for p in parts if len(p) >= 8 and p in text]
     assert leaked == []
+
+
+def test_json_stays_one_valid_line_with_odd_file_names(tmp_path):
+    import os
+
+    raw = os.fsencode(tmp_path) + b"/we\xffird\nname.env"
+    with open(raw, "wb") as fh:
+        fh.write(f"GITHUB_TOKEN={TOKEN}\n".encode())
+    r = hoopctl("scan", "--json", str(tmp_path))
+    assert r.returncode == 1 and r.stdout.count("\n") == 1
+    (f,) = json.loads(r.stdout)["findings"]
+    assert f["path"].endswith("/we\\xffird\\nname.env")
+    table = hoopctl("scan", str(tmp_path))
+    assert len(table.stdout.splitlines()) == 3  # header, one row, summary: the newline stayed escaped
+
+
+def test_progress_shows_only_on_a_terminal(monkeypatch):
+    import io
+
+    from hoopctl.cli.scan import Progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream, expect in ((Tty(), True), (io.StringIO(), False)):
+        monkeypatch.setattr("sys.stderr", stream)
+        p = Progress(delay=0.0)
+        p(1024, 5_000_000)
+        p.done()
+        assert ("scanning: 1,024 files" in stream.getvalue()) is expect

@@ -248,3 +248,16 @@ def test_file_swapped_for_a_symlink_or_fifo_after_listing_is_not_read(tmp_path):
     assert rest == []
     assert w.counters.symlinks_skipped == 1
     assert w.counters.skipped_special == 1
+
+
+def test_pseudo_filesystems_are_recognised_from_mountinfo():
+    from hoopctl.host.safefs import _pseudo_devices
+
+    assert os.stat("/proc").st_dev in _pseudo_devices()
+
+
+def test_overlapping_starting_paths_report_each_finding_once(tmp_path):
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "x.env").write_text(f"GITHUB_TOKEN={TOKEN}\n")
+    result = scan_paths([tmp_path, tmp_path / "app", tmp_path / "app" / "x.env"])
+    assert len(result.findings) == 1
