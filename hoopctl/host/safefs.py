@@ -7,8 +7,10 @@ opening makes the open fail (ELOOP) instead of leading out of the tree, and a FI
 device is never read (never opened at all when the directory listing already says what it is).
 
 Choices, and why:
-- Symlinks are never followed, inside or outside the tree, including a path given on the command
-  line: a root scanner must not be steered by a user-made link. They are counted.
+- Symlinks are never followed, inside or outside the tree, including the last component of a path
+  given on the command line: a root scanner must not be steered by a user-made link. They are
+  counted. The components above a starting path are resolved by the kernel as the operator wrote
+  them (so /var/run/x works); scan the real path when those may be user-controlled.
 - Mount points are crossed, except into pseudo filesystems (/proc, /sys, cgroups, ...), whose
   files are not credentials left behind and can be huge or slow; `one_file_system=True` stays on
   the device of each starting path.
@@ -261,8 +263,10 @@ class Walker:
         yield from self._tree(fd, root.rstrip("/") or "/")
 
     def _single(self, parent: str, name: str, display: str) -> Iterator[FileData]:
+        # The parent is resolved as the operator wrote it (like the components above a starting
+        # directory); the file itself is opened with O_NOFOLLOW relative to it.
         try:
-            dfd = self._open(parent, self._dir_flags, None)
+            dfd = self._open(parent, self._dir_flags & ~os.O_NOFOLLOW, None)
         except OSError as exc:
             self._count_open_error(exc)
             return
