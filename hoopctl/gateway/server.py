@@ -275,7 +275,7 @@ class Gateway:
             resource=resource_name,
             credential=credential,
             recording=recording,
-            policy=lambda: self.config.policy.session(credential.role),
+            policy=lambda: self.config.policy.session(credential.role, resource=resource_name),
             masking=self._masking_for(resource_name),
             plan_masking=self._plan(resource_name),
             catalog=self._catalogs[resource.name],

@@ -218,6 +218,7 @@ class Session:
         elif cls is pw.Close:
             if msg.kind == "S":
                 self._statements.pop(msg.name, None)
+                self.policy.close_statement(msg.name)
             else:
                 self._portals.pop(msg.name, None)
                 self._portal_masker.pop(msg.name, None)
@@ -271,10 +272,6 @@ class Session:
             self._refuse_simple("the gateway cannot record this statement, so it is not run", out, "58030")
             return
         self.executed += 1
-        if _may_change_prepared(sql):
-            # SQL-level PREPARE/DEALLOCATE share the protocol's namespace: forget what we
-            # judged under those names, so a Bind to them is refused rather than trusted.
-            self._statements.clear()
         self._pending.append(_Pending(_Kind.QUERY, h))
         out.append(raw)
 
@@ -293,7 +290,7 @@ class Session:
         if msg.name == RESERVED_NAME:
             self._refuse_extended("this statement name is reserved by the gateway", out)
             return
-        verdict = self._verdict(self.policy.check_parse, msg.sql)
+        verdict = self._verdict(lambda sql: self.policy.check_parse(sql, msg.name), msg.sql)
         if not verdict.allowed:
             self._record(msg.sql, None, False, verdict.rule, "extended")
             self._refuse_extended(verdict.message, out)
@@ -304,13 +301,13 @@ class Session:
     def _bind(self, msg: pw.Bind, raw: bytes, out: list[bytes]) -> None:
         self._described.discard(msg.portal)
         self._portal_masker.pop(msg.portal, None)
-        sql = self._statements.get(msg.statement)
-        if sql is None:
+        verdict = self._verdict(self.policy.check_execute, msg.statement)
+        if not verdict.allowed:
             self._portals.pop(msg.portal, None)
-            self._refuse_extended(
-                "Bind to a statement the gateway has not checked (prepare it with Parse in this session)", out
-            )
+            self._record(f"-- bind {msg.statement!r}", None, False, verdict.rule, "extended")
+            self._refuse_extended(verdict.message, out)
             return
+        sql = self._statements.get(msg.statement) or f"-- prepared statement {msg.statement!r}"
         self._portals[msg.portal] = (sql, msg.params if msg.params else ())
         out.append(raw)
 
@@ -626,8 +623,3 @@ def _params_for_record(params: tuple) -> list[str | None]:
         except UnicodeDecodeError:
             out.append("\\x" + p.hex())
     return out
-
-
-def _may_change_prepared(sql: str) -> bool:
-    low = sql.lower()
-    return "prepare" in low or "deallocate" in low or "discard" in low

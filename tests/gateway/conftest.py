@@ -26,7 +26,13 @@ def _policy():
     try:
         from hoopctl.gateway.policy import Policy
 
-        return Policy.from_roles({"reader": ["read"], "writer": ["read", "write", "copy"]})
+        return Policy.from_roles(
+            {
+                "reader": ["read"],
+                "writer": ["read", "write", "copy"],
+                "owner": ["read", "write", "copy", "procedural"],
+            }
+        )
     except (ImportError, AttributeError):
         return _StandInPolicy()
 
@@ -40,7 +46,7 @@ class _Verdict:
 
 
 class _StandInPolicy:
-    def session(self, role: str):
+    def session(self, role: str, resource: str | None = None):
         return _StandInSession(role)
 
 
@@ -68,7 +74,14 @@ class _StandInSession:
             )
         return _Verdict(True, frozenset({"read"}), "role:" + self.role, "")
 
-    check_parse = check_query
+    def check_parse(self, sql: str, name: str = "") -> _Verdict:
+        return self.check_query(sql)
+
+    def check_execute(self, name: str) -> _Verdict:
+        return _Verdict(True, frozenset(), "stand-in", "")
+
+    def close_statement(self, name: str) -> None:
+        pass
 
 
 @dataclass
