@@ -136,14 +136,17 @@ def render_summary(result: ScanResult) -> str:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object {findings, stats}.")
 @click.option(
-    "--exclude", "excludes", multiple=True, metavar="GLOB", help="Skip matching names or paths (repeatable)."
+    "--exclude",
+    "excludes",
+    multiple=True,
+    metavar="GLOB",
+    help="Skip basenames matching GLOB, or paths from the scan root if GLOB has a '/' (repeatable).",
 )
 @click.option(
     "--max-file-size",
     type=_SizeType(),
     default=DEFAULT_MAX_FILE_SIZE,
-    show_default="10M",
-    help="Skip (and count) larger files.",
+    help="Skip (and count) larger files, e.g. 2M, 512K.  [default: 10M]",
 )
 @click.option("--no-default-excludes", is_flag=True, help=f"Also scan {', '.join(DEFAULT_EXCLUDES[::2])}.")
 @click.option("--one-file-system", is_flag=True, help="Do not enter other mounted filesystems.")
