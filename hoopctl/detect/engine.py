@@ -81,12 +81,12 @@ class Detector:
     def scan(self, data: bytes, path: str = "") -> list[Match]:
         """All credentials in `data`, in order of position. `path` only selects structured parsers."""
         chosen = parsers.select(path)
-        hits = self._prefilter.hits(data)
+        hits, dense = self._prefilter.hits(data)
         if not hits and not chosen:
             return []  # the common case: no keyword, no structured format
         # latin-1 maps every byte to one code point: never raises, and offsets stay byte offsets.
         text = data.decode("latin-1")
-        cands = self._rule_candidates(text, hits) if hits else []
+        cands = self._rule_candidates(text, hits, dense) if hits else []
         for parse in chosen:
             for rule_id, start, end in parse(text):
                 rule = self._by_id.get(rule_id)
@@ -96,7 +96,13 @@ class Detector:
             return []
         return self._finish(text, cands)
 
-    def _rule_candidates(self, text: str, hits: list[tuple[int, int]]) -> list[Candidate]:
+    def _rule_candidates(
+        self, text: str, hits: list[tuple[int, int]], dense: bool = False
+    ) -> list[Candidate]:
+        if dense:
+            # Keywords on nearly every line (a huge log): one pass of each triggered rule over the
+            # whole buffer beats tens of thousands of small windows.
+            return self._search(text, {i: [(0, len(text))] for _, kw in hits for i in self._kw_rules[kw]})
         hits.sort()
         # rule index -> regions to search: around the keyword (scope near), its line, or onward (file)
         spans: dict[int, list[tuple[int, int]]] = {}
@@ -119,6 +125,9 @@ class Detector:
                 else:
                     region = (ls, min(n, ls + FILE_SCOPE_WINDOW))
                 spans.setdefault(i, []).append(region)
+        return self._search(text, spans)
+
+    def _search(self, text: str, spans: dict[int, list[tuple[int, int]]]) -> list[Candidate]:
         out: list[Candidate] = []
         for i, regions in spans.items():
             rule = self._pattern_rules[i]

@@ -20,8 +20,13 @@ except ImportError:  # pragma: no cover
     hyperscan = None
 
 
-def _on_match(kw: int, _from: int, to: int, _flags: int, out: list[tuple[int, int]]) -> None:
+#: Past this many keyword hits in one buffer, stop listing positions (see `hits`).
+MAX_HITS = 20_000
+
+
+def _on_match(kw: int, _from: int, to: int, _flags: int, out: list[tuple[int, int]]) -> bool:
     out.append((to, kw))
+    return len(out) >= MAX_HITS  # True stops the scan
 
 
 class KeywordIndex:
@@ -55,17 +60,36 @@ class KeywordIndex:
             raise ValueError(f"unknown prefilter backend {backend!r}")
         log.debug("keyword prefilter: %s, %d keywords", self.backend, len(self.keywords))
 
-    def hits(self, data: bytes) -> list[tuple[int, int]]:
-        """(end offset, keyword index) for every occurrence, in no particular order."""
+    def hits(self, data: bytes) -> tuple[list[tuple[int, int]], bool]:
+        """(end offset, keyword index) for every occurrence, in no particular order, and whether the
+        list was cut short at MAX_HITS. A cut list still names every keyword present (at least once),
+        so the caller can fall back to searching the whole buffer for those keywords' rules.
+        """
         if not data or self.backend == "none":
-            return []
+            return [], False
         if self.backend == "hyperscan":
             out: list[tuple[int, int]] = []
             scratch = getattr(self._local, "scratch", None)
             if scratch is None:
                 # Scratch space is per thread: Hyperscan forbids sharing it between concurrent scans.
                 scratch = self._local.scratch = hyperscan.Scratch(self._db)
-            self._db.scan(data, match_event_handler=_on_match, context=out, scratch=scratch)
-            return out
+            try:
+                self._db.scan(data, match_event_handler=_on_match, context=out, scratch=scratch)
+            except hyperscan.ScanTerminated:
+                return self._present(data), True
+            return out, False
         lowered = data.lower().decode("latin-1")
-        return [(end + 1, kw) for end, kw in self._auto.iter(lowered)]
+        found = [(end + 1, kw) for end, kw in self._auto.iter(lowered)]
+        if len(found) >= MAX_HITS:
+            return self._present(data), True
+        return found, False
+
+    def _present(self, data: bytes) -> list[tuple[int, int]]:
+        """One (offset, keyword) per keyword that occurs anywhere: `bytes.find` on the lowered buffer."""
+        lowered = data.lower()
+        out = []
+        for i, kw in enumerate(self.keywords):
+            pos = lowered.find(kw.encode("latin-1"))
+            if pos >= 0:
+                out.append((pos + len(kw), i))
+        return out
