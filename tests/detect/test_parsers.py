@@ -33,6 +33,8 @@ def _found(path: str, text: str) -> list[tuple[str, int, str]]:
         ("/srv/app/.env.production", ["dotenv"]),
         ("/etc/default/billing", ["dotenv"]),
         ("/home/a/.bash_history", ["shell-history"]),
+        ("/home/a/.bashrc", ["dotenv"]),
+        ("/home/a/.zshrc", ["dotenv"]),
         ("/etc/systemd/system/app.service", ["systemd-unit"]),
         ("/etc/systemd/system/app.service.d/override.conf", ["systemd-unit"]),
         ("/etc/gitlab-runner/config.toml", ["gitlab-runner"]),
@@ -197,3 +199,13 @@ def test_same_text_outside_its_path_is_left_to_the_generic_rules() -> None:
     text = "*:*:*:replicator:Rp9mK2vL7q\n"
     assert _found("/home/u/.pgpass", text)
     assert _found("/home/u/notes.txt", text) == []
+
+
+def test_shell_rc_exports() -> None:
+    text = (
+        '# ~/.bashrc\n[ -z "$PS1" ] && return\nexport PATH=$HOME/bin:$PATH\nexport HISTCONTROL=ignoreboth\n'
+        "export PASSWORD_STORE_DIR=~/.password-store\nexport JIRA_API_TOKEN=Wm3pQ9vXr2Lk8TzYc5Nh\n"
+        "alias k=kubectl\nexport GPG_TTY=$(tty)\n"
+    )
+    found = _found("/home/u/.bashrc", text)
+    assert found == [("dotenv-secret", 6, fingerprint("Wm3pQ9vXr2Lk8TzYc5Nh"))]
