@@ -10,6 +10,7 @@ import re
 import threading
 from dataclasses import dataclass
 from typing import ClassVar
+from urllib.parse import unquote
 
 from hoopctl.detect import filters, parsers
 from hoopctl.detect.match import SEVERITIES, Match, fingerprint, redact
@@ -156,7 +157,8 @@ class Detector:
         for c, sev in kept:
             line_no += text.count("\n", line_pos, c.start)
             line_pos = c.start
-            fp = fingerprint(c.secret)
+            # the same password percent-encoded in a URL and raw in a .pgpass is one secret
+            fp = fingerprint(unquote(c.secret) if c.rule.decode == "url" else c.secret)
             if (line_no, fp) in seen:
                 continue
             seen.add((line_no, fp))

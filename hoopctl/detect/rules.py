@@ -37,6 +37,7 @@ class Rule:
     ahead: int = 1024
     generic: bool = False
     specificity: int = DEFAULT_SPECIFICITY
+    decode: str = ""  # "url": the secret is percent-encoded; fingerprint its decoded value
     examples: tuple[Any, ...] = ()
     negative_examples: tuple[Any, ...] = ()
     references: tuple[str, ...] = field(default=(), compare=False)
@@ -61,6 +62,7 @@ _KNOWN_KEYS = {
     "ahead",
     "generic",
     "specificity",
+    "decode",
     "examples",
     "negative_examples",
     "references",
@@ -91,6 +93,8 @@ def _build(raw: dict[str, Any]) -> Rule:
         raise RuleError(f"rule {rid}: needs 'pattern' or 'parser'")
     if raw.get("scope", "near") not in ("near", "line", "file"):
         raise RuleError(f"rule {rid}: scope must be near, line or file")
+    if raw.get("decode", "") not in ("", "url"):
+        raise RuleError(f"rule {rid}: decode must be 'url' when given")
     generic = bool(raw.get("generic", False))
     return Rule(
         id=raw["id"],
@@ -107,6 +111,7 @@ def _build(raw: dict[str, Any]) -> Rule:
         ahead=int(raw.get("ahead", 1024)),
         generic=generic,
         specificity=int(raw.get("specificity", 10 if generic else DEFAULT_SPECIFICITY)),
+        decode=raw.get("decode", ""),
         examples=tuple(raw.get("examples") or ()),
         negative_examples=tuple(raw.get("negative_examples") or ()),
         references=tuple(raw.get("references") or ()),

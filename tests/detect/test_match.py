@@ -129,3 +129,9 @@ def test_private_key_inside_json_is_found_once() -> None:
 def test_detector_default_is_cached_and_has_many_types() -> None:
     assert Detector.default() is DET
     assert len({r.id for r in DET.rules}) >= 35
+
+
+def test_percent_encoded_url_password_has_the_raw_password_fingerprint() -> None:
+    (url,) = DET.scan(b"DATABASE_URL=postgres://app:T9%2Fk3Lm8Qz%40x@db1/app\n", "/srv/app/settings.ini")
+    (pgpass,) = DET.scan(b"db1:5432:app:app:T9/k3Lm8Qz@x\n", "/home/app/.pgpass")
+    assert url.fingerprint == pgpass.fingerprint == fingerprint("T9/k3Lm8Qz@x")
