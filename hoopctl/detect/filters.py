@@ -1,8 +1,9 @@
 """The shared false-positive filter: documented examples, placeholders, hashes, UUIDs, code references.
 
-Specific rules (a token with a vendor prefix) only go through the example and placeholder checks;
-generic rules (`password = ...`) also go through the shape checks, since a hex digest or a UUID
-next to the word "token" is far more often an id or a checksum than a credential.
+Specific rules (a token with a vendor prefix) only go through the example, placeholder and
+documentation-host checks; generic rules (`password = ...`) also go through the name and shape
+checks: a name that describes a secret (`password_file`, `max_tokens`), code naming a secret held
+elsewhere, UUIDs, crypt(3) hashes, paths, and hex digests or lockfile hashes in a hash context.
 """
 
 from __future__ import annotations
@@ -106,24 +107,6 @@ def is_placeholder(value: str) -> bool:
         return True
     low = v.lower()
     return any(seq[:8] in low for seq in _SEQUENCES)
-
-
-def is_hash_or_id(value: str) -> bool:
-    """Hex digests, git SHAs and UUIDs: identifiers, not credentials."""
-    if _UUID.match(value):
-        return True
-    return bool(_HEX.match(value)) and len(value.removeprefix("0x")) in (
-        7,
-        8,
-        12,
-        16,
-        32,
-        40,
-        56,
-        64,
-        96,
-        128,
-    )
 
 
 def _class_changes(word: str) -> int:
