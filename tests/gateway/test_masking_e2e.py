@@ -73,3 +73,20 @@ def test_extended_protocol_text_and_binary(masked_gateway):
             None,
             "refund to ****",
         )  # covered column in binary: nulled; text in binary: rewritten
+
+
+def test_binary_refuse_policy_refuses_the_statement(base_config, gw_db, masked_gateway):
+    config = replace(base_config, masking=MaskingRules.from_config({**MASKING, "binary": "refuse"}))
+    handle = _run_gateway(config, TokenAuthority(load_key(base_config.token_key_file)), gw_db)
+    try:
+        with psycopg.connect(handle.dsn(handle.token("reader"))) as conn:
+            with pytest.raises(psycopg.Error) as err:
+                conn.cursor(binary=True).execute(f"SELECT email FROM {TABLE} WHERE id = %s", (1,)).fetchall()
+            assert "email" in str(err.value)
+            conn.rollback()
+            # the same statement in text format is served, masked
+            assert conn.execute(f"SELECT email FROM {TABLE} WHERE id = %s", (1,)).fetchone() == (
+                "a***@example.com",
+            )
+    finally:
+        _stop(handle)
