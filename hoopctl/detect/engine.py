@@ -46,7 +46,8 @@ class Detector:
     _default: ClassVar[Detector | None] = None
     _lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def __init__(self, rules: list[Rule]) -> None:
+    def __init__(self, rules: list[Rule], *, prefilter: str | None = None) -> None:
+        """Compile `rules`; `prefilter` forces a keyword backend ("hyperscan" | "ahocorasick")."""
         self.rules = rules
         self._by_id = {r.id: r for r in rules}
         self._pattern_rules = [r for r in rules if r.pattern is not None]
@@ -57,7 +58,7 @@ class Detector:
         for i, r in enumerate(self._pattern_rules):
             for kw in r.keywords:
                 self._kw_rules[kw_index[kw]].append(i)
-        self._prefilter = KeywordIndex(keywords)
+        self._prefilter = KeywordIndex(keywords, backend=prefilter)
         self._kw_len = [len(kw) for kw in keywords]
         for r in rules:
             if r.validator and r.validator not in VALIDATORS:

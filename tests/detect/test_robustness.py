@@ -139,3 +139,11 @@ def test_many_armour_lines_without_end_do_not_blow_up() -> None:
     t = time.process_time()
     assert DET.scan(data, "keys.txt") == []
     assert time.process_time() - t < 5
+
+
+def test_fallback_prefilter_finds_the_same_examples() -> None:
+    slow = Detector(DET.rules, prefilter="ahocorasick")
+    for rule in DET.rules:
+        for ex in rule.examples:
+            text, path = (ex["text"], ex["path"]) if isinstance(ex, dict) else (ex, "example.txt")
+            assert slow.scan(text.encode(), path) == DET.scan(text.encode(), path), rule.id
