@@ -61,12 +61,17 @@ def _cstr(text: str) -> bytes:
 class _Reader:
     """Reads fields from one message payload; any overrun is a ProtocolError."""
 
-    __slots__ = ("buf", "pos", "what")
+    __slots__ = ("buf", "pos", "_what")
 
-    def __init__(self, buf: bytes | memoryview, what: str) -> None:
+    def __init__(self, buf: bytes | memoryview, what: str | tuple[bytes, bool]) -> None:
         self.buf = bytes(buf)
         self.pos = 0
-        self.what = what
+        self._what = what  # a name, or (tag, from_frontend) formatted only for an error
+
+    @property
+    def what(self) -> str:
+        what = self._what
+        return what if isinstance(what, str) else _name(what[0], frontend=what[1])
 
     def _need(self, n: int) -> None:
         if n < 0 or self.pos + n > len(self.buf):
@@ -820,7 +825,7 @@ def decode_frontend(tag: bytes, payload: bytes | memoryview):
     decoder = _FRONTEND_DECODERS.get(tag)
     if decoder is None:
         raise ProtocolError(f"unknown frontend message type {tag!r}")
-    return decoder(_Reader(payload, _name(tag, frontend=True)))
+    return decoder(_Reader(payload, (tag, True)))
 
 
 def decode_backend(tag: bytes, payload: bytes | memoryview):
@@ -828,7 +833,7 @@ def decode_backend(tag: bytes, payload: bytes | memoryview):
     decoder = _BACKEND_DECODERS.get(tag)
     if decoder is None:
         raise ProtocolError(f"unknown backend message type {tag!r}")
-    return decoder(_Reader(payload, _name(tag, frontend=False)))
+    return decoder(_Reader(payload, (tag, False)))
 
 
 def _name(tag: bytes, *, frontend: bool) -> str:

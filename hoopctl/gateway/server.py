@@ -34,7 +34,7 @@ from hoopctl.access.tokens import AuthError, TokenAuthority, load_key
 from hoopctl.gateway import pgwire as pw
 from hoopctl.gateway.catalog import Catalog
 from hoopctl.gateway.config import GatewayConfig, Resource
-from hoopctl.gateway.session import Session, SessionContext
+from hoopctl.gateway.session import CatalogMiss, Session, SessionContext
 from hoopctl.gateway.tls import server_context
 from hoopctl.gateway.upstream import UpstreamError, open_upstream, send_cancel
 
@@ -45,6 +45,7 @@ HANDSHAKE_TIMEOUT_S = 30.0
 # replication, search_path, ...) could change what a statement means or who runs it.
 FORWARDED_PARAMS = ("application_name", "DateStyle", "TimeZone", "extra_float_digits", "IntervalStyle")
 SCRAM_ITERATIONS = 4096
+_MISS = object()
 
 
 class _Fatal(Exception):
@@ -139,22 +140,31 @@ class Gateway:
 
         return masking
 
-    def _plan(self, resource: str) -> Callable[[bytes, pw.RowDescription], Any]:
-        def plan(raw: bytes, desc: pw.RowDescription) -> Any:
+    def _plan(self, resource: str) -> Callable[[bytes], Any]:
+        """Masking plans per RowDescription, cached on its exact bytes (decoded only on a miss)."""
+        plans = self._plans
+
+        def plan(raw: bytes) -> Any:
             key = (resource, raw)
+            masker = plans.get(key, _MISS)
+            if masker is not _MISS:
+                return masker
             try:
-                return self._plans[key]
-            except KeyError:
-                pass
+                desc = pw.decode_backend(b"T", raw[5:])
+            except pw.ProtocolError:
+                desc = pw.RowDescription(())
+            catalog = self._catalogs.get(resource)
+            oids = frozenset(f.table_oid for f in desc.fields)
+            if catalog is not None and not catalog.known(oids):
+                return CatalogMiss(oids)
             masking = self.config.masking
             masker = None
             if masking is not None:
-                catalog = self._catalogs.get(resource)
                 table_name = catalog.name if catalog else (lambda oid: None)
                 masker = masking.plan(resource, _masking_fields(desc), table_name)
-            if len(self._plans) > 10000:
-                self._plans.clear()
-            self._plans[key] = masker
+            if len(plans) > 10000:
+                plans.clear()
+            plans[key] = masker
             return masker
 
         return plan
@@ -299,9 +309,7 @@ class Gateway:
             credential.role,
             client_ip,
         )
-        session.start(b"", upstream.leftover)
-        if parser.buffered:
-            session.from_client(b"")
+        session.start(parser.take_buffer(), upstream.leftover)
 
     async def _authenticate_client(
         self,

@@ -42,6 +42,7 @@ WRITE_HIGH = 256 * 1024
 
 _UNSET = object()
 _D, _T, _C, _E, _Z, _N, _A, _S, _I, _s, _n = (ord(c) for c in "DTCEZNASIsn")
+_Q, _p = ord("Q"), ord("p")
 
 
 class _Kind:
@@ -71,6 +72,13 @@ class _Pending:
 
 
 @dataclass(frozen=True)
+class CatalogMiss:
+    """A masking plan needs table names the catalog has not fetched yet."""
+
+    oids: frozenset[int]
+
+
+@dataclass(frozen=True)
 class SessionContext:
     """What a session needs from the gateway; `policy()` and `masking()` follow reloads."""
 
@@ -79,7 +87,7 @@ class SessionContext:
     recording: Any
     policy: Callable[[], Any]  # -> SessionPolicy for this session's role (new object after a reload)
     masking: Callable[[], Any]  # -> MaskingRules or None
-    plan_masking: Callable[[bytes, pw.RowDescription], Any]  # (key, desc) -> RowMasker | None
+    plan_masking: Callable[[bytes], Any]  # RowDescription bytes -> RowMasker | None | CatalogMiss
     catalog: Any  # Catalog or None
     max_message_size: int
 
@@ -155,7 +163,7 @@ class Session:
         self._described: set[str] = set()
         self._portal_masker: dict[str, Any] = {}
         self._ubuf = bytearray()
-        self._skip_to_sync = False
+        self._cbuf = b""
         self.stalled = False
         self.closed = False
         self.status = "I"
@@ -169,7 +177,7 @@ class Session:
         if pending_upstream:
             self.from_upstream(pending_upstream)
         if pending_client:
-            self.from_client(b"")
+            self.from_client(pending_client)
 
     def reload(self) -> None:
         """Called after SIGHUP: the next statement is judged by the new policy."""
@@ -180,34 +188,59 @@ class Session:
     def from_client(self, data: bytes) -> None:
         if self.closed:
             return
-        parser = self.parser
-        parser.feed(data)
+        buf = self._cbuf + data if self._cbuf else data
         out: list[bytes] = []
+        used = 0
         try:
-            while True:
-                msg = parser.next_message()
-                if msg is None:
-                    break
-                self._client_message(msg, parser.last_raw, out)
+            frames, used = pw.split_frames(buf, self.ctx.max_message_size)
+            for tag, start, end in frames:
+                if self.closed:
+                    return
+                self._client_frame(tag, buf, start, end, out)
         except pw.ProtocolError as exc:
             if out:
                 self.up.write(b"".join(out))
             self.fatal("08P01", f"protocol violation: {exc}")
             return
-        if out:
+        self._cbuf = buf[used:] if used < len(buf) else b""
+        if out and not self.closed:
             self.up.write(b"".join(out))
+
+    def _client_frame(self, tag: int, buf: bytes, start: int, end: int, out: list[bytes]) -> None:
+        """One client message; the frequent ones are read in place, the rest decoded in full."""
+        if tag == _Q:
+            if buf[end - 1] != 0 or buf.find(b"\0", start + 5, end - 1) >= 0:
+                raise pw.ProtocolError("Query: malformed string")
+            try:
+                sql = buf[start + 5 : end - 1].decode()
+            except UnicodeDecodeError:
+                raise pw.ProtocolError("Query: string is not valid UTF-8") from None
+            self._query(sql, buf[start:end], out)
+        elif tag == _E:
+            nul = buf.find(b"\0", start + 5, end)
+            if nul < 0 or end - nul != 5:
+                raise pw.ProtocolError("Execute: malformed message")
+            try:
+                portal = buf[start + 5 : nul].decode()
+            except UnicodeDecodeError:
+                raise pw.ProtocolError("Execute: portal name is not valid UTF-8") from None
+            self._execute(portal, buf[start:end], out)
+        elif tag == _S:
+            if end - start != 5:
+                raise pw.ProtocolError("Sync: trailing bytes")
+            self._pending.append(_Pending(_Kind.SYNC))
+            out.append(b"S\0\0\0\4")
+        else:
+            raw = buf[start:end]
+            msg = pw.decode_frontend(raw[:1], raw[5:])
+            if tag == _p:
+                raise pw.ProtocolError("unexpected authentication response in a running session")
+            self._client_message(msg, raw, out)
 
     def _client_message(self, msg: Any, raw: bytes, out: list[bytes]) -> None:
         cls = type(msg)
         if cls is pw.Bind:
             self._bind(msg, raw, out)
-        elif cls is pw.Execute:
-            self._execute(msg, raw, out)
-        elif cls is pw.Sync:
-            self._pending.append(_Pending(_Kind.SYNC))
-            out.append(raw)
-        elif cls is pw.Query:
-            self._query(msg, raw, out)
         elif cls is pw.Parse:
             self._parse(msg, raw, out)
         elif cls is pw.Describe:
@@ -259,8 +292,7 @@ class Session:
             log.exception("policy check failed")
             return _Refused(f"the gateway could not judge this statement ({type(exc).__name__})")
 
-    def _query(self, msg: pw.Query, raw: bytes, out: list[bytes]) -> None:
-        sql = msg.sql
+    def _query(self, sql: str, raw: bytes, out: list[bytes]) -> None:
         problem = self._gate(sql, "simple")
         verdict = None if problem else self._verdict(self.policy.check_query, sql)
         if problem or not verdict.allowed:
@@ -311,9 +343,9 @@ class Session:
         self._portals[msg.portal] = (sql, msg.params if msg.params else ())
         out.append(raw)
 
-    def _execute(self, msg: pw.Execute, raw: bytes, out: list[bytes]) -> None:
-        portal = self._portals.get(msg.portal)
-        sql, params = portal if portal else (f"-- execute portal {msg.portal!r}", ())
+    def _execute(self, name: str, raw: bytes, out: list[bytes]) -> None:
+        portal = self._portals.get(name)
+        sql, params = portal if portal else (f"-- execute portal {name!r}", ())
         problem = self._gate(sql, "extended")
         if problem:
             self._record(sql, None, False, "credential", "extended")
@@ -324,12 +356,12 @@ class Session:
             self._refuse_extended("the gateway cannot record this statement, so it is not run", out, "58030")
             return
         self.executed += 1
-        if msg.portal not in self._described and self.ctx.masking() is not None:
+        if name not in self._described and self.ctx.masking() is not None:
             # Without a RowDescription the DataRows could not be masked: ask for one.
-            out.append(pw.Describe("P", msg.portal).encode())
-            self._pending.append(_Pending(_Kind.INJECTED_DESCRIBE, portal=msg.portal))
-            self._described.add(msg.portal)
-        self._pending.append(_Pending(_Kind.EXECUTE, h, portal=msg.portal))
+            out.append(pw.Describe("P", name).encode())
+            self._pending.append(_Pending(_Kind.INJECTED_DESCRIBE, portal=name))
+            self._described.add(name)
+        self._pending.append(_Pending(_Kind.EXECUTE, h, portal=name))
         out.append(raw)
 
     # ------------------------------------------------------------ database -> client
@@ -454,17 +486,10 @@ class Session:
         """Plans masking for the coming rows; True if the catalog must be asked first (stall)."""
         if self.ctx.masking() is None:
             return False
-        raw = bytes(frame)
-        try:
-            desc = pw.decode_backend(b"T", raw[5:])
-        except pw.ProtocolError:
-            desc = pw.RowDescription(())
-        catalog = self.ctx.catalog
-        oids = {f.table_oid for f in desc.fields}
-        if catalog is not None and not catalog.known(oids):
-            self._stall(catalog.resolve(oids))
+        masker = self.ctx.plan_masking(bytes(frame))
+        if type(masker) is CatalogMiss:
+            self._stall(self.ctx.catalog.resolve(masker.oids))
             return True
-        masker = self.ctx.plan_masking(raw, desc)
         head = self._pending[0] if self._pending else None
         if head is not None:
             if head.kind in (_Kind.DESCRIBE, _Kind.INJECTED_DESCRIBE):

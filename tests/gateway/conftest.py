@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hoopctl.access.tokens import TokenAuthority
+from hoopctl.access.tokens import TokenAuthority, generate_key, load_key
 from hoopctl.gateway.config import GatewayConfig, Resource, TLSConfig
 
 DBNAME = "gwtest"
@@ -146,8 +146,7 @@ def gw_db(postgres):
 def base_config(gw_db, tmp_path_factory) -> GatewayConfig:
     d = tmp_path_factory.mktemp("gw")
     key = d / "token.key"
-    key.write_bytes(os.urandom(32))
-    os.chmod(key, 0o600)
+    generate_key(key)
     resource = Resource(
         name=DBNAME,
         host="127.0.0.1",
@@ -171,7 +170,7 @@ def base_config(gw_db, tmp_path_factory) -> GatewayConfig:
 
 @pytest.fixture(scope="session")
 def gateway(base_config, gw_db):
-    authority = TokenAuthority(base_config.token_key_file.read_bytes())
+    authority = TokenAuthority(load_key(base_config.token_key_file))
     handle = _run_gateway(base_config, authority, gw_db)
     yield handle
     _stop(handle)
@@ -217,7 +216,7 @@ def make_cert(directory: Path) -> tuple[Path, Path]:
 def tls_gateway(base_config, gw_db, tmp_path_factory):
     cert, key = make_cert(tmp_path_factory.mktemp("tls"))
     config = replace(base_config, tls=TLSConfig(cert_file=cert, key_file=key, require=True))
-    authority = TokenAuthority(base_config.token_key_file.read_bytes())
+    authority = TokenAuthority(load_key(base_config.token_key_file))
     handle = _run_gateway(config, authority, gw_db)
     yield handle
     _stop(handle)
