@@ -55,7 +55,7 @@ _PLACEHOLDER_WORDS = re.compile(
 # Templating and variable references: the value is a pointer to the secret, not the secret.
 _REFERENCE = re.compile(
     r"""(?x)
-    ^\$\{?[A-Za-z_][A-Za-z0-9_]*\}?$          # $VAR ${VAR}
+    ^\$\{?[A-Za-z_][A-Za-z0-9_]*\}?(?:$|[/.:]) # $VAR ${VAR} $dir/x $ns::name
     | \$\{[^}]*\}                             # ${VAR:-default}, ${{ secrets.X }}
     | \{\{.*\}\}                              # jinja / helm / GitHub expressions
     | \{%.*%\}
@@ -69,8 +69,13 @@ _REFERENCE = re.compile(
     """
 )
 
-_CODE_REFERENCE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:(?:\.|::|->)[A-Za-z_][A-Za-z0-9_]*)+(?:\(\))?$")
+_CODE_REFERENCE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:(?:\.|::?|->)[A-Za-z_][A-Za-z0-9_]*)+(?:\(\))?$")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z_]*$")
+# PKCS7PrivateKeyTypes, DEFAULT_PASSWORD2: identifiers with digits, told from `Summer2024` by their humps
+_IDENT_DIGITS = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_HUMP = re.compile(r"[a-z0-9][A-Z]|_")
+_URL = re.compile(r"^[A-Za-z][\w+.-]*://[^@\s]*$")
+_SLUG = re.compile(r"^[a-z]+(?:[-_][a-z]+)+$")
 _HEX = re.compile(r"^(?:0x)?[0-9a-fA-F]+$")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _HASH_CONTEXT = re.compile(
@@ -127,7 +132,11 @@ def is_code_reference(value: str) -> bool:
 
     `qne.Z50c3MZOcIUf17xQ` has the shape of an attribute access but not the look of one.
     """
-    if not (_CODE_REFERENCE.match(value) or _IDENT.match(value)):
+    if not (
+        _CODE_REFERENCE.match(value)
+        or _IDENT.match(value)
+        or (_IDENT_DIGITS.match(value) and _HUMP.search(value, 1))
+    ):
         return False
     return all(_class_changes(part) <= max(3, len(part) // 5) for part in re.split(r"[._:>-]+", value))
 
@@ -261,6 +270,12 @@ _BENIGN_TAILS = frozenset(
         "option",
         "options",
         "id_token_hint",
+        "encryption",
+        "hashes",
+        "hashing",
+        "hasher",
+        "hook",
+        "hooks",
         "prompt",
         "message",
         "msg",
@@ -306,8 +321,8 @@ def rejects(value: str, *, generic: bool, line: str = "", key: str = "") -> bool
         return False
     if key and benign_name(key):
         return True
-    if any(c.isspace() for c in value) or _EMAIL.match(value):
-        return True
+    if any(c.isspace() for c in value) or _EMAIL.match(value) or _URL.match(value) or _SLUG.match(value):
+        return True  # phrases, addresses, plain URLs and slugs (billing-db-credentials)
     if _DANGLING_ASSIGN.match(value) and is_code_reference(value[:-1]):
         return True  # `password= auth_user=`: an empty value, then the next key
     if is_code_reference(value) or _CRYPT_HASH.match(value) or _PATH.match(value):
