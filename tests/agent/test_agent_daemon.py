@@ -340,6 +340,20 @@ def test_file_created_at_once_in_new_nested_dirs_is_caught(enforcer: Daemon):
     assert ev["result"] == "done" and not path.exists()
 
 
+def test_odd_names_are_handled_and_logged_escaped(enforcer: Daemon):
+    raw = os.fsencode(shared_of(enforcer)) + b"/two\nlines-\xff.env"
+
+    def write() -> None:
+        fd = os.open(raw, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, f"GITLAB_TOKEN={token()}\n".encode())
+        os.close(fd)
+
+    as_user(write)
+    shown = f"{shared_of(enforcer)}/two\\nlines-\\xff.env"
+    ev = enforcer.wait_event(lambda e: e.get("event") == "action" and e.get("path") == shown)
+    assert ev["result"] == "done" and not os.path.lexists(raw)
+
+
 def test_allowlisted_path_is_left_alone(enforcer: Daemon):
     path = shared_of(enforcer) / "allowed" / "keep.env"
     drop(path, f"GITLAB_TOKEN={token()}\n")
