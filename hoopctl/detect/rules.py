@@ -42,10 +42,6 @@ class Rule:
     negative_examples: tuple[Any, ...] = ()
     references: tuple[str, ...] = field(default=(), compare=False)
 
-    @property
-    def prefix_re(self) -> re.Pattern[str] | None:
-        return re.compile(self.prefix) if self.prefix else None
-
 
 _KNOWN_KEYS = {
     "id",
@@ -93,6 +89,11 @@ def _build(raw: dict[str, Any]) -> Rule:
         raise RuleError(f"rule {rid}: needs 'pattern' or 'parser'")
     if raw.get("scope", "near") not in ("near", "line", "file"):
         raise RuleError(f"rule {rid}: scope must be near, line or file")
+    if raw.get("prefix"):
+        try:
+            re.compile(raw["prefix"])
+        except re.error as exc:
+            raise RuleError(f"rule {rid}: bad prefix pattern: {exc}") from exc
     if raw.get("decode", "") not in ("", "url"):
         raise RuleError(f"rule {rid}: decode must be 'url' when given")
     generic = bool(raw.get("generic", False))
