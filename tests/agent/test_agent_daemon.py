@@ -242,7 +242,7 @@ def enforcer(area: Path, ci_user: pwd.struct_passwd, ports: dict[str, int]) -> I
         "state_dir": str(work / "state"),
         "vault": str(work / "vault"),
         "status_interval": "1s",
-        "files": {"watch": [str(shared)]},
+        "files": {"watch": [str(shared)], "max_file_size": "64KiB"},
         "processes": {"tunnel_interval": "500ms", "orphan_interval": "1s", "grace": "2s"},
         "policy": {
             "tunnel": {
@@ -366,7 +366,7 @@ def test_allowlisted_path_is_left_alone(enforcer: Daemon):
     assert not [e for e in enforcer.events_named("action") if e.get("path") == str(path)]
 
 
-def test_symlink_to_root_file_and_fifo_are_neither_followed_nor_blocking(enforcer: Daemon, area: Path):
+def test_symlink_fifo_and_oversized_file_are_not_followed_blocking_or_read(enforcer: Daemon, area: Path):
     secret_dir = area / f"rootonly-{uuid.uuid4().hex[:6]}"
     secret_dir.mkdir(mode=0o700)
     os.chmod(secret_dir, 0o711)  # nobody may traverse (a link target can be reached) but not list
@@ -381,11 +381,13 @@ def test_symlink_to_root_file_and_fifo_are_neither_followed_nor_blocking(enforce
         os.mkfifo(fifo)
 
     as_user(plant)
+    big = shared_of(enforcer) / f"huge-{uuid.uuid4().hex[:6]}.env"
+    drop(big, f"GITLAB_TOKEN={token()}\n" + "#" * 100_000 + "\n")  # over max_file_size: never read
     sentinel = shared_of(enforcer) / f"after-tricks-{uuid.uuid4().hex[:6]}.env"
     drop(sentinel, f"GITLAB_TOKEN={token()}\n")
     assert enforcer.action_for(sentinel)["result"] == "done"  # the worker got past both, unblocked
-    assert link.is_symlink() and target.exists() and fifo.exists()
-    mentioned = [e for e in enforcer.events if e.get("path") in (str(link), str(fifo), str(target))]
+    assert link.is_symlink() and target.exists() and fifo.exists() and big.exists()
+    mentioned = [e for e in enforcer.events if e.get("path") in (str(link), str(fifo), str(target), str(big))]
     assert mentioned == []
 
 

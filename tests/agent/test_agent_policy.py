@@ -164,3 +164,26 @@ def test_notifier_speaks_sd_notify_and_watchdog_interval(tmp_path: Path):
     assert watchdog_interval({"WATCHDOG_USEC": "2000000"}) == 1.0
     assert watchdog_interval({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "1"}) is None
     assert watchdog_interval({}) is None
+
+
+@pytest.mark.parametrize("verb", ["run", "check"])
+def test_cli_bad_config_is_one_line_and_exit_2(tmp_path: Path, verb: str):
+    from click.testing import CliRunner
+
+    from hoopctl.cli import main
+
+    bad = tmp_path / "agent.yaml"
+    bad.write_text("mode: enforce\nfiles:\n  watch: [/tmp]\n  debounse: 10ms\n")
+    result = CliRunner().invoke(main, ["agent", verb, "--config", str(bad)])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "files.debounse: unknown key" in lines[0] and str(bad) in lines[0]
+
+
+def test_cli_check_summarises_a_good_config(tmp_path: Path):
+    from click.testing import CliRunner
+
+    from hoopctl.cli import main
+
+    result = CliRunner().invoke(main, ["agent", "check", "--config", str(EXAMPLE)])
+    assert result.exit_code == 0 and "ok: mode report" in result.output
