@@ -125,6 +125,8 @@ class Agent:
             if self._reload.is_set():
                 self._reload.clear()
                 self._do_reload()
+            if self.watcher is not None and self.watcher.limit_hit and not self._limit_reported:
+                self._report_unwatched()  # the limit was hit by a directory created since start
             if now >= next_status:
                 self._write_status()
                 self.notifier.status(self.status.line())
