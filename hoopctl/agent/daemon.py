@@ -104,7 +104,8 @@ class Agent:
         ping = watchdog_interval()
         tick = min(x for x in (ping, cfg.status_interval, 1.0) if x)
         while scan is not None and scan.is_alive() and not self._stop.is_set():
-            self.notifier.watchdog() if ping else None
+            if ping:
+                self.notifier.watchdog()
             self._wake.wait(tick)
             self._wake.clear()
         if self._stop.is_set():
@@ -586,4 +587,8 @@ def _passive(d: Decision) -> str:
 def run_agent(config: AgentConfig, *, apply: bool = False) -> int:
     """Set up structured logging and run the agent until stopped; returns the exit status."""
     logs.setup(config.log_format)
-    return Agent(config, apply=apply).run()
+    try:
+        return Agent(config, apply=apply).run()
+    except OSError as exc:  # e.g. no inotify instance left (EMFILE), a root that cannot be watched
+        event("agent.failed", logging.CRITICAL, error=f"{exc.strerror or exc}")
+        return 1
