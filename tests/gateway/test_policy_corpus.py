@@ -176,3 +176,9 @@ def test_nodes_the_parser_never_produces_are_refused() -> None:
     walk = _Walk()
     walk.run(ast.SelectStmt(targetList=(ast.ResTarget(val=ast.Var()),)))
     assert walk.result().refused == ("unsupported-node:Var",)
+
+
+@pytest.mark.parametrize("sql", ["SELECT 1\x00; DELETE FROM accounts", "SELECT '\udc80'"])
+def test_text_the_c_parser_cannot_take_whole_is_refused(policy: Policy, sql: str) -> None:
+    verdict = policy.session("admin").check_query(sql)
+    assert (verdict.allowed, verdict.rule) == (False, "unparsable")

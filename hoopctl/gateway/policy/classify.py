@@ -112,12 +112,17 @@ class Classification:
 
 def classify(sql: str) -> Classification:
     """Parse `sql` (any number of statements) and classify each statement; never raises."""
+    if "\x00" in sql:
+        # The C parser would stop at the NUL and judge only the text before it.
+        return Classification((), cacheable=False, error="NUL character in statement")
     try:
         raw = parser.parse_sql(sql)
     except parser.ParseError as exc:
-        return Classification((), cacheable=False, error=f"{UNPARSABLE}: {exc}")
+        return Classification((), cacheable=False, error=str(exc))
     except RecursionError:
-        return Classification((), cacheable=False, error=f"{UNPARSABLE}: statement nested too deeply")
+        return Classification((), cacheable=False, error="statement nested too deeply")
+    except (UnicodeError, ValueError) as exc:
+        return Classification((), cacheable=False, error=type(exc).__name__)
     statements = []
     cacheable = True
     for rawstmt in raw or ():

@@ -134,9 +134,11 @@ class Policy:
         key = sql
         cached = self._cache.get(key)
         if cached is None:
+            if "\x00" in sql:
+                return classify(sql)  # refused: the C parser would stop at the NUL
             try:
                 key = parser.normalize(sql)
-            except parser.ParseError:
+            except (parser.ParseError, UnicodeError, ValueError, RecursionError):
                 return classify(sql)  # reports it unparsable; not worth caching
             cached = self._cache.get(key)
         if cached is not None:
