@@ -117,3 +117,31 @@ def test_watch_limit_is_reported_loudly_and_unwatched_trees_are_rescanned(tmp_pa
         )
     finally:
         agent.watcher.stop()
+
+
+def test_a_crash_handling_one_file_is_logged_and_the_worker_carries_on(caplog):
+    cfg = parse_config(Section({"processes": {"enabled": False}}, file="t.yaml"))
+    agent = Agent(cfg)
+    handled: list[str] = []
+
+    def check(path: str) -> None:
+        if path.endswith("boom"):
+            raise RuntimeError("parser blew up")
+        handled.append(path)
+
+    agent._check_file = check  # the real worker loop, with a file handler that fails once
+    worker = threading.Thread(target=agent._file_worker, daemon=True)
+    worker.start()
+    try:
+        agent.queue.put(Job("file", "/srv/x/boom"), now=True)
+        agent.queue.put(Job("file", "/srv/x/fine"), now=True)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not handled:
+            time.sleep(0.01)
+        assert handled == ["/srv/x/fine"] and worker.is_alive()
+        errors = agent.status.snapshot()["errors"]
+        assert len(errors) == 1 and "parser blew up" in errors[0]["message"]
+    finally:
+        agent.stop()
+        agent.queue.close()
+        worker.join(timeout=5)
