@@ -151,3 +151,13 @@ def test_config_grants_are_plain_sets() -> None:
     assert "program" in policy.roles["admin"].grants and "unknown" in policy.roles["admin"].grants
     assert policy.roles["reader"] == Role(name="reader", grants=frozenset({"read"}))
     assert Policy.from_roles({"reader": ["read"]}).roles == {"reader": Role("reader", frozenset({"read"}))}
+
+
+def test_within_caps_the_role_but_not_just_in_time_grants() -> None:
+    policy = Policy.from_config({"writer": {"grants": ["read", "write"]}})
+    helper = policy.session("writer", within=frozenset({"read"}))
+    assert helper.check_query("SELECT 1").allowed
+    assert helper.check_query("DELETE FROM accounts").rule == "write-not-granted"
+    assert helper.check_query("BEGIN; COMMIT").allowed, "session statements stay granted"
+    approved = policy.session("writer", frozenset({"write"}), within=frozenset({"read"}))
+    assert approved.check_query("DELETE FROM accounts").allowed

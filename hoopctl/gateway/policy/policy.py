@@ -158,10 +158,19 @@ class Policy:
         return self.hits, self.misses, len(self._cache)
 
     def session(
-        self, role: str, extra_grants: frozenset[str] = frozenset(), *, resource: str | None = None
+        self,
+        role: str,
+        extra_grants: frozenset[str] = frozenset(),
+        *,
+        resource: str | None = None,
+        within: frozenset[str] | None = None,
     ) -> SessionPolicy:
-        """The policy of one client session acting as `role` (unknown role: everything refused)."""
-        return SessionPolicy(self, role, extra_grants, resource=resource)
+        """The policy of one client session acting as `role` (unknown role: everything refused).
+
+        `extra_grants` are just-in-time grants added to the role's; `within` caps the role's grants
+        (the intersection of the grants along a token chain, say), not the just-in-time ones.
+        """
+        return SessionPolicy(self, role, extra_grants, resource=resource, within=within)
 
     def role_granting(self, needed: frozenset[str]) -> str | None:
         """The narrowest configured role granting all of `needed`, to suggest in a refusal."""
@@ -182,12 +191,19 @@ class SessionPolicy:
     """
 
     def __init__(
-        self, policy: Policy, role: str, extra_grants: frozenset[str] = frozenset(), *, resource: str | None
+        self,
+        policy: Policy,
+        role: str,
+        extra_grants: frozenset[str] = frozenset(),
+        *,
+        resource: str | None = None,
+        within: frozenset[str] | None = None,
     ):
         self.policy = policy
         self.role = role
         self.resource = resource
         self._role = policy.roles.get(role)
+        self._within = None if within is None else frozenset(within)
         self._extra = frozenset(extra_grants)
         self._grants = self._compute_grants()
         self._prepared: dict[str, frozenset[str]] = {}
@@ -200,7 +216,8 @@ class SessionPolicy:
     def _compute_grants(self) -> frozenset[str]:
         if self._role is None:
             return frozenset()
-        return self._role.grants | self._extra | ALWAYS_GRANTED
+        granted = self._role.grants if self._within is None else self._role.grants & self._within
+        return granted | self._extra | ALWAYS_GRANTED
 
     def set_extra_grants(self, extra_grants: frozenset[str]) -> None:
         """Replaces the just-in-time grants (an approval arrived, or one expired)."""
