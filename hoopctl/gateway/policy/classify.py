@@ -231,7 +231,7 @@ _simple(
         RoleSpec ObjectWithArgs AccessPriv FunctionParameter ColumnDef Constraint PartitionSpec
         PartitionElem PartitionBoundSpec PartitionRangeDatum PartitionCmd AlterTableCmd ATAlterConstraint
         TableLikeClause TriggerTransition StatsElem PublicationObjSpec PublicationTable CreateOpClassItem
-        VacuumRelation ReturnStmt
+        VacuumRelation ReturnStmt IntoClause LockingClause
         JsonAggConstructor JsonArgument JsonArrayAgg JsonArrayConstructor JsonArrayQueryConstructor
         JsonBehavior JsonFormat JsonFuncExpr JsonIsPredicate JsonKeyValue JsonObjectAgg
         JsonObjectConstructor JsonOutput JsonParseExpr JsonReturning JsonScalarExpr JsonSerializeExpr
@@ -533,13 +533,3 @@ def _tablesample(walk: _Walk, node: ast.RangeTableSample, plan_only: bool) -> No
     ):
         walk.unknown.append(f"unknown-function:{'.'.join(names)}")
     walk.children(node, plan_only, skip=("method",))
-
-
-@_handles(ast.IntoClause)
-def _into(walk: _Walk, node: ast.IntoClause, plan_only: bool) -> None:
-    walk.children(node, plan_only)
-
-
-@_handles(ast.LockingClause)
-def _locking(walk: _Walk, node: ast.LockingClause, plan_only: bool) -> None:
-    walk.children(node, plan_only)

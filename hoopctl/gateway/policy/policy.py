@@ -333,9 +333,18 @@ class SessionPolicy:
                 resource = self.resource or "<resource>"
                 message += f' Ask for access: hoopctl access request --resource {resource} --role {role} --reason "..."'
             else:
-                message += " No role can allow this statement; rewrite it or ask an administrator."
+                message += " " + _hint(rule)
         log.debug("refused: %s", rule)
         return Verdict(False, classes, rule, message)
+
+
+def _hint(rule: str) -> str:
+    """What to do about a refusal that no grant can lift."""
+    if rule.startswith("unknown-prepared-statement:"):
+        return "PREPARE (or Parse) the statement in this session, through the gateway, before executing it."
+    if rule == "multiple-statements-in-parse":
+        return "Send one statement per Parse message."
+    return "No role can allow this statement; rewrite it or ask an administrator."
 
 
 _ALLOWED: dict[frozenset[str], Verdict] = {}
