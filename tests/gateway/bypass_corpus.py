@@ -302,7 +302,7 @@ CASES: tuple[Case, ...] = (
     Case("SET statement_timeout = '5s'", ALLOW, "everyday setting"),
     Case("SET application_name = 'report'; RESET application_name", ALLOW, "SET and RESET"),
     Case("SET search_path = public", ALLOW, "pg_catalog still searched first"),
-    Case("SELECT pg_catalog.set_config('search_path', '', false)", ALLOW, "pg_dump's empty search_path"),
+    Case("SELECT pg_catalog.set_config('search_path', '', true)", ALLOW, "pg_dump's empty search_path"),
     Case("VALUES (1, 'a'), (2, 'b')", ALLOW, "VALUES"),
     Case("TABLE accounts", ALLOW, "TABLE shorthand"),
     Case("SELECT * FROM accounts TABLESAMPLE BERNOULLI (50)", ALLOW, "TABLESAMPLE"),

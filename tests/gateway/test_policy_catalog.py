@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import psycopg
 import pytest
 
 from hoopctl.gateway.policy import functions
@@ -58,3 +59,13 @@ def test_allowed_corpus_entries_run_on_postgresql_and_change_nothing(postgres, c
             postgres.psql(case.sql, dbname=corpus_db)
     assert postgres.psql(STATE_SQL, dbname=corpus_db) == before
     assert "accounts|3:150:ada@example.com,bob@example.com,eve@example.com" in before
+
+
+def test_allowed_corpus_entries_run_one_after_another_on_one_connection(postgres, corpus_db: str) -> None:
+    # The end-to-end test may send the whole corpus down one session: no allowed entry may leave
+    # the session unable to run the next (a search_path that hides the tables, an open transaction).
+    with psycopg.connect(postgres.dsn(corpus_db), autocommit=True) as conn:
+        for case in CASES:
+            if case.expected == ALLOW and case.sql.strip(" ;"):
+                conn.execute(case.sql, prepare=False)
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
