@@ -161,3 +161,14 @@ def test_within_caps_the_role_but_not_just_in_time_grants() -> None:
     assert helper.check_query("BEGIN; COMMIT").allowed, "session statements stay granted"
     approved = policy.session("writer", frozenset({"write"}), within=frozenset({"read"}))
     assert approved.check_query("DELETE FROM accounts").allowed
+
+
+def test_a_reloaded_policy_keeps_the_session_prepared_names() -> None:
+    before = Policy.from_config({"app": {"grants": ["read", "write"]}})
+    session = before.session("app")
+    session.check_query("PREPARE w AS DELETE FROM accounts")
+    after = Policy.from_config({"app": {"grants": ["read"]}})  # SIGHUP took write away
+    moved = session.rebound(after)
+    assert moved.check_query("EXECUTE w").rule == "write-not-granted"
+    assert moved.check_query("SELECT 1").allowed
+    assert after.session("app").check_query("EXECUTE w").rule == "unknown-prepared-statement:w"

@@ -224,6 +224,13 @@ class SessionPolicy:
         self._extra = frozenset(extra_grants)
         self._grants = self._compute_grants()
 
+    def rebound(self, policy: Policy) -> SessionPolicy:
+        """This session under a reloaded policy (SIGHUP), keeping what its prepared names do."""
+        fresh = SessionPolicy(policy, self.role, self._extra, resource=self.resource, within=self._within)
+        fresh._prepared = dict(self._prepared)
+        fresh._history = dict(self._history)
+        return fresh
+
     def check_query(self, sql: str) -> Verdict:
         """A simple-protocol Query: every statement must be allowed, or the whole string is refused."""
         return self._check(self.policy.classify(sql), parse_name=None)
