@@ -1,4 +1,4 @@
-"""Table OID -> "schema.table", for masking rules written against table names.
+"""Table OID -> "schema.table" (and column numbers -> names), for masking rules on fields.
 
 A RowDescription names each column's table only by OID. The catalog asks the
 database over its own connection (the gateway's credentials, one per resource),
@@ -23,6 +23,10 @@ _LOOKUP = (
     "SELECT c.oid::int8, n.nspname || '.' || c.relname FROM pg_catalog.pg_class c "
     "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid IN ({oids})"
 )
+_COLUMNS = (
+    "SELECT attrelid::int8 || '.' || attnum, attname FROM pg_catalog.pg_attribute "
+    "WHERE attrelid IN ({oids}) AND attnum > 0 AND NOT attisdropped"
+)
 
 
 class Catalog:
@@ -31,6 +35,7 @@ class Catalog:
     def __init__(self, resource: Resource) -> None:
         self.resource = resource
         self._names: dict[int, str | None] = {0: None}
+        self._columns: dict[tuple[int, int], str] = {}
         self._conn: Upstream | None = None
         self._lock = asyncio.Lock()
 
@@ -42,6 +47,10 @@ class Catalog:
         """The cached name (call `resolve` first); None for no table or an unknown OID."""
         return self._names.get(oid)
 
+    def column_name(self, oid: int, attnum: int) -> str | None:
+        """The real name of a table's column (so an alias does not hide it from field rules)."""
+        return self._columns.get((oid, attnum))
+
     async def resolve(self, oids: Iterable[int]) -> None:
         """Fetches the names of the OIDs not cached yet. On failure they stay unknown (None)."""
         async with self._lock:
@@ -51,6 +60,7 @@ class Catalog:
             try:
                 oid_list = ",".join(str(o) for o in missing)  # integers only
                 rows = await self._query(_LOOKUP.format(oids=oid_list))
+                columns = await self._query(_COLUMNS.format(oids=oid_list))
             except (UpstreamError, OSError, pw.ProtocolError, asyncio.IncompleteReadError) as exc:
                 log.warning("catalog lookup on %s failed: %s", self.resource.name, exc)
                 self.close()
@@ -61,6 +71,9 @@ class Catalog:
                 self._names[oid] = None
             for oid, name in rows:
                 self._names[int(oid)] = name
+            for key, name in columns:
+                rel, _, attnum = key.partition(".")
+                self._columns[(int(rel), int(attnum))] = name
 
     async def _query(self, sql: str) -> list[tuple[str, str]]:
         if self._conn is None:

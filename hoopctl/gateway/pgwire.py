@@ -655,6 +655,56 @@ def _d_bind(r: _Reader) -> Bind:
     return Bind(portal, stmt, tuple(params), pformats, rformats)
 
 
+def read_bind(buf: bytes, pos: int, end: int) -> Bind:
+    """A Bind read in place from buf[pos:end] (the hot path of prepared statements).
+
+    Same checks as the general decoder, without its per-field calls.
+    """
+    unpack = _I16.unpack_from
+    try:
+        nul = buf.index(b"\0", pos, end)
+        portal = buf[pos:nul].decode()
+        pos = nul + 1
+        nul = buf.index(b"\0", pos, end)
+        stmt = buf[pos:nul].decode()
+        pos = nul + 1
+        if pos + 2 > end:
+            raise ProtocolError("Bind: message too short")
+        (nf,) = unpack(buf, pos)
+        pos += 2
+        if nf < 0 or pos + 2 * nf + 2 > end:
+            raise ProtocolError("Bind: bad format count")
+        pformats = struct.unpack_from(f"!{nf}h", buf, pos) if nf else ()
+        pos += 2 * nf
+        (np,) = unpack(buf, pos)
+        pos += 2
+        if np < 0 or len(pformats) not in (0, 1, np):
+            raise ProtocolError("Bind: parameter format count does not match")
+        params: list[bytes | None] = []
+        for _ in range(np):
+            if pos + 4 > end:
+                raise ProtocolError("Bind: message too short")
+            (n,) = _I32.unpack_from(buf, pos)
+            pos += 4
+            if n == -1:
+                params.append(None)
+                continue
+            if n < 0 or pos + n > end:
+                raise ProtocolError("Bind: bad parameter length")
+            params.append(buf[pos : pos + n])
+            pos += n
+        if pos + 2 > end:
+            raise ProtocolError("Bind: message too short")
+        (nr,) = unpack(buf, pos)
+        pos += 2
+        if nr < 0 or pos + 2 * nr != end:
+            raise ProtocolError("Bind: bad result format count or trailing bytes")
+        rformats = struct.unpack_from(f"!{nr}h", buf, pos) if nr else ()
+    except ValueError:  # no NUL, or a name that is not UTF-8
+        raise ProtocolError("Bind: malformed name") from None
+    return Bind(portal, stmt, tuple(params), tuple(pformats), tuple(rformats))
+
+
 def _kind_name(r: _Reader, what: str) -> tuple[str, str]:
     kind = r.byte()
     if kind not in (b"S", b"P"):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 import secrets
 import signal
 import socket
@@ -128,6 +129,7 @@ class Gateway:
             c.close()
         if self.recorder is not None and self._own_recorder:
             self.recorder.close()
+            self.recorder = None
 
     # ------------------------------------------------------------ policy/masking plumbing
 
@@ -160,8 +162,10 @@ class Gateway:
             masking = self.config.masking
             masker = None
             if masking is not None:
-                table_name = catalog.name if catalog else (lambda oid: None)
-                masker = masking.plan(resource, _masking_fields(desc), table_name)
+                if catalog is not None:
+                    masker = masking.plan(resource, _masking_fields(desc), catalog.name, catalog.column_name)
+                else:
+                    masker = masking.plan(resource, _masking_fields(desc), lambda oid: None)
             if len(plans) > 10000:
                 plans.clear()
             plans[key] = masker
@@ -265,9 +269,14 @@ class Gateway:
         except UpstreamError as exc:
             raise _Fatal(exc.sqlstate if exc.sqlstate.startswith("08") else "08001", str(exc)) from None
 
-        recording = self.recorder.open_session(
-            credential.identity, credential.chain, f"{client_ip}", resource_name, credential.role
-        )
+        try:
+            recording = self.recorder.open_session(
+                credential.identity, credential.chain, f"{client_ip}", resource_name, credential.role
+            )
+        except Exception as exc:  # no recording, no session (fail closed)
+            upstream.writer.close()
+            log.error("cannot open a session recording: %s", exc)
+            raise _Fatal("58030", "the gateway cannot record this session, so it is refused") from None
         # Our own key: a cancel must come to us, and we decide which backend it reaches.
         pid = secrets.randbelow(2**31 - 1) + 1
         key = secrets.randbits(32) - 2**31
@@ -309,7 +318,8 @@ class Gateway:
             credential.role,
             client_ip,
         )
-        session.start(parser.take_buffer(), upstream.leftover)
+        # Bytes the stream readers already hold would be lost once the protocols switch.
+        session.start(parser.take_buffer() + _drain(reader), upstream.leftover + _drain(upstream.reader))
 
     async def _authenticate_client(
         self,
@@ -373,6 +383,15 @@ class Gateway:
         await send_cancel(resource, up_pid, up_key)
 
 
+def _drain(reader: asyncio.StreamReader) -> bytes:
+    buffered = getattr(reader, "_buffer", None)
+    if not buffered:
+        return b""
+    data = bytes(buffered)
+    buffered.clear()
+    return data
+
+
 def _set_client_first(server: scramp.ScramServer, client_first: str) -> None:
     """Feeds the client-first message; libpq sends an empty user name (n=), which scramp refuses.
 
@@ -404,9 +423,12 @@ def _install_uvloop() -> None:
 
 
 async def _run(
-    config: GatewayConfig, reload_config: Callable[[], GatewayConfig], drain_timeout: float
+    config: GatewayConfig,
+    reload_config: Callable[[], GatewayConfig],
+    drain_timeout: float,
+    sock: socket.socket | None = None,
 ) -> None:
-    gw = Gateway(config)
+    gw = Gateway(config, sock=sock)
     await gw.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -425,8 +447,24 @@ async def _run(
     await gw.drain(drain_timeout)
 
 
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A listening socket that sibling worker processes can bind too (SO_REUSEPORT)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    return sock
+
+
 def serve(config: GatewayConfig | str | Path, *, drain_timeout: float = 30.0) -> None:
-    """Runs the gateway until SIGTERM (drains) ; SIGHUP reloads the config file."""
+    """Runs the gateway until SIGTERM (drains); SIGHUP reloads the config file.
+
+    With `limits.workers` > 1, that many processes share the port (SO_REUSEPORT);
+    the parent passes SIGTERM and SIGHUP on. A cancel request reaches the right
+    backend only when the kernel hands it to the worker holding that session.
+    """
     from hoopctl.gateway.config import load_config
 
     if not isinstance(config, GatewayConfig):
@@ -438,5 +476,40 @@ def serve(config: GatewayConfig | str | Path, *, drain_timeout: float = 30.0) ->
             raise RuntimeError("no config file to reload from")
         return load_config(source)
 
-    _install_uvloop()
-    asyncio.run(_run(config, reload_config, drain_timeout))
+    workers = max(1, int(getattr(config, "workers", 1) or 1))
+    if workers == 1:
+        _install_uvloop()
+        asyncio.run(_run(config, reload_config, drain_timeout))
+        return
+    children = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:  # worker
+            code = 0
+            try:
+                _install_uvloop()
+                sock = reuse_port_socket(config.listen_host, config.listen_port)
+                asyncio.run(_run(config, reload_config, drain_timeout, sock))
+            except BaseException:
+                log.exception("worker failed")
+                code = 1
+            finally:
+                os._exit(code)
+        children.append(pid)
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            try:
+                os.kill(child, signum)
+            except ProcessLookupError:
+                pass
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
+    for child in children:
+        while True:
+            try:
+                os.waitpid(child, 0)
+                break
+            except InterruptedError:
+                continue

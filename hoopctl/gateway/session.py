@@ -42,7 +42,7 @@ WRITE_HIGH = 256 * 1024
 
 _UNSET = object()
 _D, _T, _C, _E, _Z, _N, _A, _S, _I, _s, _n = (ord(c) for c in "DTCEZNASIsn")
-_Q, _p = ord("Q"), ord("p")
+_Q, _p, _B = ord("Q"), ord("p"), ord("B")
 
 
 class _Kind:
@@ -159,7 +159,7 @@ class Session:
         self._policy_getter = ctx.policy
         self._pending: deque[_Pending] = deque()
         self._statements: dict[str, str] = {}  # prepared statement name -> SQL (protocol level)
-        self._portals: dict[str, tuple[str, tuple]] = {}  # portal -> (SQL, params)
+        self._portals: dict[str, tuple[str, pw.Bind]] = {}  # portal -> (SQL, its Bind)
         self._described: set[str] = set()
         self._portal_masker: dict[str, Any] = {}
         self._ubuf = bytearray()
@@ -181,7 +181,17 @@ class Session:
 
     def reload(self) -> None:
         """Called after SIGHUP: the next statement is judged by the new policy."""
-        self.policy = self._policy_getter()
+        policy = self._policy_getter()
+        # The new SessionPolicy starts empty: judge again what this session has prepared, so
+        # a Bind to it works if (and only if) the new policy allows it.
+        for name, sql in list(self._statements.items()):
+            try:
+                if not policy.check_parse(sql, name).allowed:
+                    del self._statements[name]
+            except Exception:
+                log.exception("policy check failed during reload")
+                del self._statements[name]
+        self.policy = policy
 
     # ------------------------------------------------------------ client -> database
 
@@ -225,6 +235,8 @@ class Session:
             except UnicodeDecodeError:
                 raise pw.ProtocolError("Execute: portal name is not valid UTF-8") from None
             self._execute(portal, buf[start:end], out)
+        elif tag == _B:
+            self._bind(pw.read_bind(buf, start + 5, end), buf[start:end], out)
         elif tag == _S:
             if end - start != 5:
                 raise pw.ProtocolError("Sync: trailing bytes")
@@ -340,18 +352,23 @@ class Session:
             self._refuse_extended(verdict.message, out)
             return
         sql = self._statements.get(msg.statement) or f"-- prepared statement {msg.statement!r}"
-        self._portals[msg.portal] = (sql, msg.params if msg.params else ())
+        self._portals[msg.portal] = (sql, msg)
         out.append(raw)
 
     def _execute(self, name: str, raw: bytes, out: list[bytes]) -> None:
         portal = self._portals.get(name)
-        sql, params = portal if portal else (f"-- execute portal {name!r}", ())
+        sql, bind = portal if portal else (f"-- execute portal {name!r}", None)
         problem = self._gate(sql, "extended")
         if problem:
             self._record(sql, None, False, "credential", "extended")
             self._refuse_extended(problem, out)
             return
-        h = self._record(sql, _params_for_record(params), True, None, "extended")
+        params = _params_for_record(bind) if bind is not None and bind.params else None
+        if params:
+            masking = self.ctx.masking()
+            if masking is not None:
+                params = masking.mask_params(self.ctx.resource, params)
+        h = self._record(sql, params, True, None, "extended")
         if h is None:
             self._refuse_extended("the gateway cannot record this statement, so it is not run", out, "58030")
             return
@@ -637,14 +654,18 @@ def _error_message(raw: bytes) -> str:
     return f"{err.sqlstate}: {err.message}"
 
 
-def _params_for_record(params: tuple) -> list[str | None]:
+def _params_for_record(bind: pw.Bind) -> list[str | None]:
+    """Bind parameters as text for the recording; binary ones (and non-UTF-8) as \\x hex."""
     out: list[str | None] = []
-    for p in params:
+    for i, p in enumerate(bind.params):
         if p is None:
             out.append(None)
             continue
-        try:
-            out.append(p.decode())
-        except UnicodeDecodeError:
-            out.append("\\x" + p.hex())
+        if bind.param_format(i) == 0:
+            try:
+                out.append(p.decode())
+                continue
+            except UnicodeDecodeError:
+                pass
+        out.append("\\x" + p.hex())
     return out

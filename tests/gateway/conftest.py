@@ -220,3 +220,30 @@ def tls_gateway(base_config, gw_db, tmp_path_factory):
     handle = _run_gateway(config, authority, gw_db)
     yield handle
     _stop(handle)
+
+
+@pytest.fixture(scope="session")
+def masking_gateway(base_config, gw_db, tmp_path_factory):
+    """A gateway with masking rules: emails by column name, owner by resource.table.column."""
+    from hoopctl.gateway.masking import MaskingRules
+
+    rules = MaskingRules.from_config(
+        [
+            {"name": "emails", "column": ["*email*"], "style": "partial"},
+            {"name": "owners", "field": f"{DBNAME}.public.accounts.owner", "style": "full"},
+        ]
+    )
+    config = replace(base_config, masking=rules, recordings_dir=tmp_path_factory.mktemp("rec-masking"))
+    handle = _run_gateway(config, TokenAuthority(load_key(base_config.token_key_file)), gw_db)
+    yield handle
+    _stop(handle)
+
+
+@pytest.fixture
+def fresh_gateway(base_config, gw_db, tmp_path):
+    """A gateway of its own, for tests that reload or drain it."""
+    config = replace(base_config, recordings_dir=tmp_path / "recordings")
+    handle = _run_gateway(config, TokenAuthority(load_key(base_config.token_key_file)), gw_db)
+    yield handle
+    if handle.thread.is_alive():
+        _stop(handle)

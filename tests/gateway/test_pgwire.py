@@ -265,3 +265,38 @@ def test_fuzz_backend_and_framing_only_raise_protocol_error(data):
             pw.decode_backend(bytes([tag]), data[start + 5 : end])
     except pw.ProtocolError:
         pass
+
+
+def _bind_either(payload: bytes):
+    try:
+        return pw.decode_frontend(b"B", payload)
+    except pw.ProtocolError:
+        return "error"
+
+
+def _read_bind_either(payload: bytes):
+    buf = b"junk" + payload + b"more"
+    try:
+        return pw.read_bind(buf, 4, 4 + len(payload))
+    except pw.ProtocolError:
+        return "error"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.data())
+def test_fast_bind_reader_agrees_with_the_decoder(data):
+    msg = pw.Bind(
+        data.draw(st.text(max_size=5).filter(lambda t: "\0" not in t)),
+        data.draw(st.text(max_size=5).filter(lambda t: "\0" not in t)),
+        tuple(data.draw(st.lists(st.one_of(st.none(), st.binary(max_size=8)), max_size=4))),
+        (),
+        tuple(data.draw(st.lists(st.sampled_from([0, 1]), max_size=3))),
+    )
+    payload = bytearray(msg.encode()[5:])
+    assert _read_bind_either(bytes(payload)) == msg
+    for _ in range(data.draw(st.integers(0, 3))):
+        if payload:
+            payload[data.draw(st.integers(0, len(payload) - 1))] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(payload)))
+    mutated = bytes(payload[:cut])
+    assert _read_bind_either(mutated) == _bind_either(mutated)
