@@ -187,7 +187,6 @@ class _Walk:
 
 
 READ = frozenset({"read"})
-SESSION = frozenset({"session"})
 
 Handler = Callable[[_Walk, ast.Node, bool], None]
 _HANDLERS: dict[type, Handler] = {}
@@ -329,7 +328,7 @@ def _explain(walk: _Walk, node: ast.ExplainStmt, plan_only: bool) -> None:
         if isinstance(option, ast.DefElem) and option.defname.lower() == "analyze":
             if option.arg is not None:
                 walk.cacheable = False  # `(ANALYZE false)`: the verdict reads the value
-            analyze = _truthy_option(option.arg)
+            analyze = analyze or _truthy_option(option.arg)  # any true wins: the safe reading
     # EXPLAIN ANALYZE runs the statement; plain EXPLAIN only plans it. The planner may still
     # evaluate functions with constant arguments, so those keep their classes either way.
     walk.stack.append((node.query, plan_only or not analyze))
