@@ -3,7 +3,12 @@
 A role is a plain set of classes (see `classify.py` for what each class means), so that roles can
 later be intersected along a token chain and widened by just-in-time grants (`extra_grants`).
 A query string is allowed only when every statement in it is; a refusal names its rule and tells
-the caller how to ask for access.
+the caller how to ask for access. In the gateway's YAML config:
+
+    roles:
+      reader: {grants: [read]}               # plus `session`, which every role has
+      writer: {grants: [read, write, copy]}
+      admin:  {grants: [all]}                # every class, and `unknown` functions/settings
 
 Classification is the expensive part (a full parse and walk), so the policy caches it by the
 statement's normalized text (`pglast.parser.normalize`: literals replaced by $n), which pgbench's
