@@ -71,6 +71,9 @@ class _Pending:
         self.withheld = ""  # rows dropped because a binary column is covered (binary: refuse)
 
 
+_SYNC = _Pending(_Kind.SYNC)  # carries no state: one shared entry for every Sync
+
+
 @dataclass(frozen=True)
 class CatalogMiss:
     """A masking plan needs table names the catalog has not fetched yet."""
@@ -156,6 +159,7 @@ class Session:
         self.recording = ctx.recording
         self.credential = ctx.credential
         self.policy = ctx.policy()
+        self.masking = ctx.masking()  # MaskingRules if any rule applies to this resource, else None
         self._policy_getter = ctx.policy
         self._pending: deque[_Pending] = deque()
         self._statements: dict[str, str] = {}  # prepared statement name -> SQL (protocol level)
@@ -192,6 +196,7 @@ class Session:
                 log.exception("policy check failed during reload")
                 del self._statements[name]
         self.policy = policy
+        self.masking = self.ctx.masking()
 
     # ------------------------------------------------------------ client -> database
 
@@ -240,7 +245,7 @@ class Session:
         elif tag == _S:
             if end - start != 5:
                 raise pw.ProtocolError("Sync: trailing bytes")
-            self._pending.append(_Pending(_Kind.SYNC))
+            self._pending.append(_SYNC)
             out.append(b"S\0\0\0\4")
         else:
             raw = buf[start:end]
@@ -365,7 +370,7 @@ class Session:
             return
         params = _params_for_record(bind) if bind is not None and bind.params else None
         if params:
-            masking = self.ctx.masking()
+            masking = self.masking
             if masking is not None:
                 params = masking.mask_params(self.ctx.resource, params)
         h = self._record(sql, params, True, None, "extended")
@@ -373,7 +378,7 @@ class Session:
             self._refuse_extended("the gateway cannot record this statement, so it is not run", out, "58030")
             return
         self.executed += 1
-        if name not in self._described and self.ctx.masking() is not None:
+        if name not in self._described and self.masking is not None:
             # Without a RowDescription the DataRows could not be masked: ask for one.
             out.append(pw.Describe("P", name).encode())
             self._pending.append(_Pending(_Kind.INJECTED_DESCRIBE, portal=name))
@@ -501,7 +506,7 @@ class Session:
 
     def _row_description(self, frame: memoryview) -> bool:
         """Plans masking for the coming rows; True if the catalog must be asked first (stall)."""
-        if self.ctx.masking() is None:
+        if self.masking is None:
             return False
         masker = self.ctx.plan_masking(bytes(frame))
         if type(masker) is CatalogMiss:
