@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 #: How far past a keyword a multi-line (`scope: file`) rule may read, e.g. a PEM key body.
 FILE_SCOPE_WINDOW = 64 * 1024
+#: Taken as the length of a regex prefilter's match when placing its search window.
+REGEX_SPAN = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,15 +53,24 @@ class Detector:
         self.rules = rules
         self._by_id = {r.id: r for r in rules}
         self._pattern_rules = [r for r in rules if r.pattern is not None]
-        keywords = sorted({kw for r in self._pattern_rules for kw in r.keywords})
+        backend = prefilter or KeywordIndex.default_backend()
+        # Rules with a regex prefilter use it where Hyperscan runs; elsewhere their keywords.
+        regex_rules = [i for i, r in enumerate(self._pattern_rules) if r.prefilter and backend == "hyperscan"]
+        keywords = sorted(
+            {kw for i, r in enumerate(self._pattern_rules) if i not in regex_rules for kw in r.keywords}
+        )
         kw_index = {kw: n for n, kw in enumerate(keywords)}
-        # keyword number -> the pattern rules it triggers
-        self._kw_rules: list[list[int]] = [[] for _ in keywords]
+        # prefilter entry number (keywords, then regexes) -> the pattern rules it triggers
+        self._kw_rules: list[list[int]] = [[] for _ in keywords] + [[i] for i in regex_rules]
         for i, r in enumerate(self._pattern_rules):
-            for kw in r.keywords:
-                self._kw_rules[kw_index[kw]].append(i)
-        self._prefilter = KeywordIndex(keywords, backend=prefilter)
-        self._kw_len = [len(kw) for kw in keywords]
+            if i not in regex_rules:
+                for kw in r.keywords:
+                    self._kw_rules[kw_index[kw]].append(i)
+        self._prefilter = KeywordIndex(
+            keywords, regexes=[self._pattern_rules[i].prefilter for i in regex_rules], backend=backend
+        )
+        # how far before an entry's match end its rule's text may begin (a regex match is longer)
+        self._kw_len = [len(kw) for kw in keywords] + [REGEX_SPAN] * len(regex_rules)
         for r in rules:
             if r.validator and r.validator not in VALIDATORS:
                 raise ValueError(f"rule {r.id}: unknown validator {r.validator!r}")

@@ -30,22 +30,38 @@ def _on_match(kw: int, _from: int, to: int, _flags: int, out: list[tuple[int, in
 
 
 class KeywordIndex:
-    """Finds every occurrence of a fixed set of lowercase keywords, ignoring ASCII case."""
+    """Finds every occurrence of a fixed set of lowercase keywords, ignoring ASCII case.
 
-    def __init__(self, keywords: Sequence[str], *, backend: str | None = None) -> None:
+    With Hyperscan, `regexes` may add patterns (Hyperscan syntax, caseless) numbered after the
+    keywords: a rule can then ask for `password` *followed by an assignment* rather than every
+    `password` in a log line. The fallback backend takes keywords only.
+    """
+
+    @staticmethod
+    def default_backend() -> str:
+        return "hyperscan" if hyperscan is not None else "ahocorasick"
+
+    def __init__(
+        self, keywords: Sequence[str], *, regexes: Sequence[str] = (), backend: str | None = None
+    ) -> None:
         self.keywords = list(keywords)
+        self.regexes = list(regexes)
         if backend is None:
-            backend = "hyperscan" if hyperscan is not None else "ahocorasick"
+            backend = self.default_backend()
         self.backend = backend
         self._local = threading.local()
-        if not self.keywords:
+        if self.regexes and backend != "hyperscan":
+            raise ValueError("regex prefilters need the hyperscan backend")
+        if not self.keywords and not self.regexes:
             self.backend = "none"
         elif backend == "hyperscan":
+            expressions = [re.escape(k).encode("latin-1") for k in self.keywords]
+            expressions += [r.encode("latin-1") for r in self.regexes]
             db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
             db.compile(
-                expressions=[re.escape(k).encode("latin-1") for k in self.keywords],
-                ids=list(range(len(self.keywords))),
-                flags=[hyperscan.HS_FLAG_CASELESS] * len(self.keywords),
+                expressions=expressions,
+                ids=list(range(len(expressions))),
+                flags=[hyperscan.HS_FLAG_CASELESS] * len(expressions),
             )
             self._db = db
         elif backend == "ahocorasick":
@@ -92,4 +108,8 @@ class KeywordIndex:
             pos = lowered.find(kw.encode("latin-1"))
             if pos >= 0:
                 out.append((pos + len(kw), i))
+        for j, rx in enumerate(self.regexes):
+            m = re.search(rx.encode("latin-1"), data, re.IGNORECASE)
+            if m:
+                out.append((m.end(), len(self.keywords) + j))
         return out

@@ -27,6 +27,7 @@ class Rule:
     name: str
     severity: str
     keywords: tuple[str, ...] = ()
+    prefilter: str = ""  # optional Hyperscan regex that replaces the keywords where Hyperscan runs
     pattern: re.Pattern[str] | None = None
     parser: str | None = None
     entropy: float | None = None
@@ -48,6 +49,7 @@ _KNOWN_KEYS = {
     "name",
     "severity",
     "keywords",
+    "prefilter",
     "pattern",
     "parser",
     "entropy",
@@ -102,6 +104,7 @@ def _build(raw: dict[str, Any]) -> Rule:
         name=raw["name"],
         severity=raw["severity"],
         keywords=tuple(k.lower() for k in raw.get("keywords") or ()),
+        prefilter=raw.get("prefilter", ""),
         pattern=pattern,
         parser=raw.get("parser"),
         entropy=raw.get("entropy"),

@@ -169,3 +169,8 @@ def tokenize(text: str) -> list[str]:
     )
     assert _ids(source, "app/settings.py") == []
     assert _ids(log, "/var/log/app/app.log") == []
+
+
+def test_aligned_columns_and_spaced_operators_still_match() -> None:
+    text = 'db_password                          = "Lp9Wx2Kq7Mz4Rt"\napi_token :  Zk8qPm2vRt7wLx3NcY5b\n'
+    assert _ids(text, "/srv/infra/prod.tfvars") == ["generic-password", "generic-token"]
