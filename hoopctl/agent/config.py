@@ -235,7 +235,7 @@ def parse_config(sec: Section) -> AgentConfig:
         ),
         procs=ProcsConfig(
             enabled=procs.bool("enabled", True),
-            tunnel_interval=_seconds(procs, "tunnel_interval", 1.0),
+            tunnel_interval=_seconds(procs, "tunnel_interval", 0.5),
             snapshot_interval=_seconds(procs, "snapshot_interval", 10.0),
             orphan_interval=_seconds(procs, "orphan_interval", 30.0),
             protected=protected,
