@@ -38,8 +38,8 @@ def _default(obj: Any) -> Any:
 
 
 def print_json(payload: Any) -> None:
-    json.dump(payload, sys.stdout, default=_default, indent=None, separators=(",", ":"))
-    sys.stdout.write("\n")
+    # One write: json.dump to a stream issues a write per token.
+    sys.stdout.write(json.dumps(payload, default=_default, separators=(",", ":")) + "\n")
 
 
 def on_tty() -> bool:
