@@ -22,66 +22,15 @@ DBNAME = "gwtest"
 
 
 def _policy():
-    """The real policy engine when it is there; a small pglast-based stand-in until then."""
-    try:
-        from hoopctl.gateway.policy import Policy
+    from hoopctl.gateway.policy import Policy
 
-        return Policy.from_roles(
-            {
-                "reader": ["read"],
-                "writer": ["read", "write", "copy"],
-                "owner": ["read", "write", "copy", "procedural"],
-            }
-        )
-    except (ImportError, AttributeError):
-        return _StandInPolicy()
-
-
-@dataclass(frozen=True)
-class _Verdict:
-    allowed: bool
-    classes: frozenset
-    rule: str
-    message: str
-
-
-class _StandInPolicy:
-    def session(self, role: str, resource: str | None = None):
-        return _StandInSession(role)
-
-
-class _StandInSession:
-    READ = ("SelectStmt", "VariableShowStmt", "TransactionStmt", "VariableSetStmt")
-
-    def __init__(self, role: str) -> None:
-        self.role = role
-
-    def check_query(self, sql: str) -> _Verdict:
-        import pglast
-
-        try:
-            stmts = pglast.parse_sql(sql)
-        except Exception:
-            return _Verdict(False, frozenset(), "unparsable", "statement refused: cannot parse")
-        for s in stmts:
-            name = type(s.stmt).__name__
-            if self.role == "writer" or name in self.READ:
-                continue
-            if name == "SelectStmt" and s.stmt.intoClause is None:
-                continue
-            return _Verdict(
-                False, frozenset({"write"}), "role:reader", f"statement refused: {name} needs write"
-            )
-        return _Verdict(True, frozenset({"read"}), "role:" + self.role, "")
-
-    def check_parse(self, sql: str, name: str = "") -> _Verdict:
-        return self.check_query(sql)
-
-    def check_execute(self, name: str) -> _Verdict:
-        return _Verdict(True, frozenset(), "stand-in", "")
-
-    def close_statement(self, name: str) -> None:
-        pass
+    return Policy.from_roles(
+        {
+            "reader": ["read"],
+            "writer": ["read", "write", "copy"],
+            "owner": ["read", "write", "copy", "procedural"],
+        }
+    )
 
 
 @dataclass

@@ -1,0 +1,105 @@
+"""`hoopctl gateway serve --config FILE` as a real process: serves, reloads on SIGHUP, drains on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psycopg
+import pytest
+
+from hoopctl.access.tokens import TokenAuthority, generate_key, load_key
+from hoopctl.localpg import free_port
+from tests.gateway.conftest import DBNAME
+
+CONFIG = """
+listen: 127.0.0.1:{port}
+token_key_file: token.key
+recordings:
+  dir: recordings
+resources:
+  {db}:
+    host: 127.0.0.1
+    port: {pgport}
+    user: postgres
+    password_file: {secret}
+    sslmode: disable
+roles:
+  reader:
+    grants: [{grants}]
+"""
+
+
+def _write_config(d, port, pg, grants):
+    (d / "gateway.yaml").write_text(
+        CONFIG.format(port=port, db=DBNAME, pgport=pg.port, grants=grants, secret=d / "pg.secret")
+    )
+
+
+def _connect(port, token):
+    body, _, sig = token.rpartition(".")
+    return psycopg.connect(
+        f"host=127.0.0.1 port={port} dbname={DBNAME} user={body} password={sig}",
+        autocommit=True,
+        connect_timeout=5,
+    )
+
+
+def test_serve_reload_and_drain_as_a_process(gw_db, tmp_path):
+    generate_key(tmp_path / "token.key")
+    secret = tmp_path / "pg.secret"
+    secret.write_text(gw_db.password + "\n")
+    os.chmod(secret, 0o600)
+    port = free_port()
+    _write_config(tmp_path, port, gw_db, "read")
+    token = TokenAuthority(load_key(tmp_path / "token.key")).issue("cli", DBNAME, "reader", 600)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from hoopctl.cli import main; main()",
+            "gateway",
+            "serve",
+            "--config",
+            str(tmp_path / "gateway.yaml"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        conn = None
+        for _ in range(100):
+            try:
+                conn = _connect(port, token)
+                break
+            except psycopg.OperationalError:
+                time.sleep(0.1)
+        if conn is None:
+            proc.kill()
+            raise AssertionError(f"gateway did not come up: {proc.communicate()[0][-2000:]}")
+        assert conn.execute("SELECT count(*) FROM accounts").fetchone() == (50,)
+        # SIGHUP: the role loses `read`; the open connection stays, its next statement is refused.
+        _write_config(tmp_path, port, gw_db, "")
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                conn.execute("SELECT 1 FROM accounts LIMIT 1")
+            except psycopg.errors.InsufficientPrivilege:
+                break
+            assert time.monotonic() < deadline, "reload not applied"
+            time.sleep(0.1)
+        assert conn.execute("SHOW client_encoding").fetchone() == ("UTF8",)  # same connection, still usable
+        conn.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    with pytest.raises(psycopg.OperationalError):
+        _connect(port, token)
