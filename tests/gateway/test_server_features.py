@@ -117,3 +117,33 @@ def test_drain_stops_accepting_and_ends_sessions_after_the_timeout(fresh_gateway
         del done
     finally:
         conn.close()
+
+
+def test_binary_covered_column_refused_when_configured(base_config, gw_db, tmp_path):
+    from hoopctl.access.tokens import TokenAuthority, load_key
+    from hoopctl.gateway.masking import MaskingRules
+    from tests.gateway.conftest import _run_gateway, _stop
+
+    rules = MaskingRules.from_config(
+        {"binary": "refuse", "rules": [{"column": ["*email*"], "style": "partial"}]}
+    )
+    config = dataclasses.replace(base_config, masking=rules, recordings_dir=tmp_path / "rec")
+    gw = _run_gateway(config, TokenAuthority(load_key(base_config.token_key_file)), gw_db)
+    try:
+        with psycopg.connect(gw.dsn(gw.token()), autocommit=True) as conn:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.cursor(binary=True).execute("SELECT email FROM accounts WHERE id = 1").fetchall()
+            # Text format is masked, not refused; the session goes on.
+            assert (
+                conn.execute("SELECT email FROM accounts WHERE id = 1").fetchone()[0] != "user1@example.com"
+            )
+    finally:
+        _stop(gw)
+
+
+def test_expired_credential_refuses_the_next_statement(gateway):
+    with psycopg.connect(gateway.dsn(gateway.token(ttl=2)), autocommit=True) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        time.sleep(2.2)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="expired"):
+            conn.execute("SELECT 1")
