@@ -168,6 +168,7 @@ class Session:
         self._portal_masker: dict[str, Any] = {}
         self._ubuf = bytearray()
         self._cbuf = b""
+        self._ended: list[_Pending] = []  # finished statements whose result is not recorded yet
         self.stalled = False
         self.closed = False
         self.status = "I"
@@ -412,6 +413,10 @@ class Session:
             self._ubuf = bytearray(rest)
         else:
             self._ubuf = bytearray()
+        if self._ended:
+            # Results are recorded after the answer went to the client: they need no
+            # ordering against forwarding, and the client should not wait for them.
+            self._record_results()
 
     def _relay(self, buf: bytes | bytearray, frames: list[tuple[int, int, int]], used: int) -> int:
         """Forwards the frames (rewriting where needed); returns how far it got."""
@@ -577,12 +582,15 @@ class Session:
                 break
 
     def _finish(self, item: _Pending) -> None:
-        if item.handle is None:
-            return
+        if item.handle is not None:
+            item.t0 = (time.monotonic() - item.t0) * 1000.0  # now the duration in ms
+            self._ended.append(item)
+
+    def _record_results(self) -> None:
+        ended, self._ended = self._ended, []
         try:
-            self.recording.result(
-                item.handle, (time.monotonic() - item.t0) * 1000.0, item.rows, item.error, item.masked
-            )
+            for item in ended:
+                self.recording.result(item.handle, item.t0, item.rows, item.error, item.masked)
         except Exception as exc:
             log.error("session recording failed: %s", exc)
             self.fatal("58030", "the gateway cannot record this session any more")
@@ -617,6 +625,12 @@ class Session:
         self.closed = True
         for tr in (self.client, self.up):
             tr.close()
+        for item in self._ended:
+            try:
+                self.recording.result(item.handle, item.t0, item.rows, item.error, item.masked)
+            except Exception:  # noqa: S110 - recording closes below
+                pass
+        self._ended = []
         for item in self._pending:
             if item.kind in (_Kind.EXECUTE, _Kind.QUERY) and item.handle is not None:
                 item.error = item.error or f"session ended: {reason}"
