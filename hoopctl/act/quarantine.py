@@ -257,19 +257,24 @@ def policy_refusal(st: os.stat_result, policy: QuarantinePolicy) -> str | None:
 
 
 def _hash_fd(fd: int, sink: int | None = None) -> str:
-    """sha256 of a file streamed with pread from offset 0, optionally copying it to ``sink``."""
+    """sha256 of a file streamed with preadv from offset 0, optionally copying it to ``sink``.
+
+    One reused buffer: memory stays flat whatever the file's size."""
     digest = hashlib.sha256()
+    buf = bytearray(_CHUNK)
+    whole = memoryview(buf)
     offset = 0
     while True:
-        chunk = os.pread(fd, _CHUNK, offset)
-        if not chunk:
+        n = os.preadv(fd, [buf], offset)
+        if not n:
             return digest.hexdigest()
+        chunk = whole[:n]
         digest.update(chunk)
         if sink is not None:
-            view = memoryview(chunk)
+            view = chunk
             while view:
                 view = view[os.write(sink, view) :]
-        offset += len(chunk)
+        offset += n
 
 
 def _inspect(leaf: pathfd.Leaf, policy: QuarantinePolicy) -> FileFacts:
