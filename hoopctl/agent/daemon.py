@@ -290,16 +290,21 @@ class Agent:
         """Scan a tree with the safe walker; returns the number of files read."""
         before = walker.counters.files_scanned
         try:
-            fd = pathfd.open_dir(root)  # refuses a symlink anywhere on the way to the tree
+            # Refuses a symlink anywhere on the way to the tree; the walk then starts from this fd and
+            # never resolves `root` again, so a parent swapped for a symlink after this open (a user
+            # racing a rescan) cannot lead a root walk into someone else's files.
+            fd = pathfd.open_dir(root)
         except OSError:
             return 0
-        os.close(fd)
-        for item in walker.walk(root):
-            if self._stop.is_set():
-                break
-            matches = self.detector.scan(item.data, item.path)
-            if matches:
-                self._credentials(item.path, item.st_uid, matches)
+        try:
+            for item in walker.walk_fd(fd, root):
+                if self._stop.is_set():
+                    break
+                matches = self.detector.scan(item.data, item.path)
+                if matches:
+                    self._credentials(item.path, item.st_uid, matches)
+        finally:
+            os.close(fd)
         n = walker.counters.files_scanned - before
         self.status.bump("files_checked", n)
         return n

@@ -262,6 +262,24 @@ class Walker:
             raise WalkError(f"{printable(root)}: {exc.strerror}") from None
         yield from self._tree(fd, root.rstrip("/") or "/")
 
+    def walk_fd(self, dir_fd: int, display: str) -> Iterator[FileData]:
+        """Yield every readable regular text file under an already-open directory.
+
+        For a caller that opened the directory itself without following any symlink (e.g. with
+        `hoopctl.host.pathfd.open_dir`): nothing is resolved by name above `dir_fd`, so a parent
+        swapped for a symlink after that open cannot lead the walk elsewhere. `display` is only
+        the prefix of the yielded paths. The caller keeps ownership of `dir_fd` (it is not closed
+        here; the walk works on a duplicate, closed when the generator ends).
+        """
+        fd = os.dup(dir_fd)
+        try:
+            if not stat.S_ISDIR(os.fstat(fd).st_mode):
+                raise WalkError(f"{printable(display)}: not a directory")
+        except BaseException:
+            os.close(fd)
+            raise
+        yield from self._tree(fd, display.rstrip("/") or "/")
+
     def _single(self, parent: str, name: str, display: str) -> Iterator[FileData]:
         # The parent is resolved as the operator wrote it (like the components above a starting
         # directory); the file itself is opened with O_NOFOLLOW relative to it.
