@@ -391,9 +391,10 @@ def test_huge_file_is_moved_by_rename_and_hashed_by_streaming(tmp_path: Path, tr
     code = (
         "import resource, sys\n"
         "from hoopctl.act.quarantine import Vault, Reason\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "with Vault(sys.argv[1]) as v:\n"
         "    m = v.quarantine(sys.argv[2], Reason('r', 'f'))\n"
-        "print(m.id, m.method, m.sha256, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "print(m.id, m.method, m.sha256, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path / "vault"), str(path)],
@@ -402,9 +403,10 @@ def test_huge_file_is_moved_by_rename_and_hashed_by_streaming(tmp_path: Path, tr
         text=True,
         timeout=60,
     ).stdout.split()
-    entry_id, method, sha, maxrss_kb = out[0], out[1], out[2], int(out[3])
+    # Growth, not the peak: a child's ru_maxrss starts from its (large) pytest parent's at fork.
+    entry_id, method, sha, growth_kb = out[0], out[1], out[2], int(out[3])
     assert method == "rename"
-    assert maxrss_kb < 100_000, f"peak RSS {maxrss_kb} kB: the file was read into memory"
+    assert growth_kb < 64_000, f"peak RSS grew {growth_kb} kB: the file was read into memory"
     blob = tmp_path / "vault" / entry_id / "blob"
     assert os.stat(blob).st_ino == ino  # the same inode: moved, not copied
     digest = hashlib.sha256()
