@@ -6,7 +6,7 @@ Starts its own PostgreSQL (hoopctl.localpg), then, in separate processes:
   direct     pgbench straight to PostgreSQL (TCP, SCRAM)
   pgbouncer  /usr/sbin/pgbouncer in session mode
   relay      a bare byte relay on uvloop (no parsing): the ceiling for a Python proxy
-  gateway    the full gateway: policy (pglast), one masking rule, recording (fsync batch)
+  gateway    the full gateway: policy (pglast), one masking rule, recording (--fsync, default batch)
   gateway2   the same with two worker processes on one port (SO_REUSEPORT)
 and runs `pgbench -S -c 8 -j 2 -T N` in simple and prepared mode against each,
 rotating the order every round. Prints the median TPS, the ratios and the mean
@@ -103,7 +103,7 @@ def _run_relay(listen_port: int, target_port: int) -> None:
 # ---------------------------------------------------------------- the gateway
 
 
-def _gateway_config(pg: LocalPostgres, work: Path, port: int) -> GatewayConfig:
+def _gateway_config(pg: LocalPostgres, work: Path, port: int, fsync: str = "batch") -> GatewayConfig:
     from hoopctl.gateway.masking import MaskingRules
     from hoopctl.gateway.policy import Policy
 
@@ -127,7 +127,7 @@ def _gateway_config(pg: LocalPostgres, work: Path, port: int) -> GatewayConfig:
         masking=MaskingRules.from_config([{"name": "emails", "column": ["*email*"], "style": "partial"}]),
         recordings_dir=work / "recordings",
         token_key_file=key,
-        fsync="batch",
+        fsync=fsync,
         fsync_interval_ms=5,
     )
 
@@ -171,7 +171,12 @@ class _NoRecording:
 
 
 def _run_gateway(
-    pg: LocalPostgres, work: Path, port: int, reuse_port: bool, off: frozenset = frozenset()
+    pg: LocalPostgres,
+    work: Path,
+    port: int,
+    reuse_port: bool,
+    off: frozenset = frozenset(),
+    fsync: str = "batch",
 ) -> None:
     import dataclasses
 
@@ -179,7 +184,7 @@ def _run_gateway(
 
     from hoopctl.gateway.server import Gateway
 
-    cfg = _gateway_config(pg, work, port)
+    cfg = _gateway_config(pg, work, port, fsync)
     if "policy" in off:
         cfg = dataclasses.replace(cfg, policy=_AllowAll())
     if "masking" in off:
@@ -292,6 +297,9 @@ def main() -> None:
         "--ablate", action="store_true", help="add gateways without policy / masking / recording / all"
     )
     ap.add_argument("--only", default="", help="comma-separated targets to run (default: all)")
+    ap.add_argument(
+        "--fsync", default="batch", choices=("batch", "os", "always"), help="the gateway's recording fsync"
+    )
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="hoopctl-bench-"))
@@ -320,7 +328,13 @@ def main() -> None:
         procs.append(_start_pgbouncer(pg, work, ports["pgbouncer"]))
         ctx = multiprocessing.get_context("fork")
         procs.append(ctx.Process(target=_run_relay, args=(ports["relay"], pg.port), daemon=True))
-        procs.append(ctx.Process(target=_run_gateway, args=(pg, work, ports["gateway"], False), daemon=True))
+        procs.append(
+            ctx.Process(
+                target=_run_gateway,
+                args=(pg, work, ports["gateway"], False, frozenset(), args.fsync),
+                daemon=True,
+            )
+        )
         targets = {
             "direct": (pg.port, "postgres", pg.password),
             "pgbouncer": (ports["pgbouncer"], "postgres", pg.password),
@@ -330,14 +344,20 @@ def main() -> None:
         if not args.no_workers:
             for _ in range(2):
                 procs.append(
-                    ctx.Process(target=_run_gateway, args=(pg, work, ports["gateway2"], True), daemon=True)
+                    ctx.Process(
+                        target=_run_gateway,
+                        args=(pg, work, ports["gateway2"], True, frozenset(), args.fsync),
+                        daemon=True,
+                    )
                 )
             targets["gateway2"] = (ports["gateway2"], body, sig)
         if args.ablate:
             for name, off in ablations.items():
                 ports[name] = free_port()
                 procs.append(
-                    ctx.Process(target=_run_gateway, args=(pg, work, ports[name], False, off), daemon=True)
+                    ctx.Process(
+                        target=_run_gateway, args=(pg, work, ports[name], False, off, args.fsync), daemon=True
+                    )
                 )
                 targets[name] = (ports[name], body, sig)
         if args.only:
@@ -379,7 +399,7 @@ def main() -> None:
 def _report(results: dict, names: list[str], args: argparse.Namespace) -> None:
     print(
         f"pgbench -S -c {args.clients} -j 2 -T {args.seconds}, {args.rounds} rounds alternating; "
-        f"median TPS (mean latency ms) on {os.cpu_count()} cores"
+        f"median TPS (mean latency ms) on {os.cpu_count()} cores; gateway recording fsync={args.fsync}"
     )
     print(f"{'mode':<10}" + "".join(f"{n:>20}" for n in names))
     for mode in ("simple", "prepared"):
