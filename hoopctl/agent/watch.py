@@ -1,19 +1,27 @@
-"""inotify on the configured trees (watchdog), turned into a debounced queue of paths to check.
+"""inotify on the configured trees, turned into a debounced queue of paths to check.
 
-What watchdog gives and what is added here:
+watchdog provides the inotify layer (the ctypes syscalls `inotify_init`/`inotify_add_watch`/
+`inotify_rm_watch`, the constants, the event-buffer parser); the recursive watch tree is kept
+here, because watchdog's own bookkeeping (a `Watch` object with a callbacks dict per directory,
+plus its emitter's path maps) costs ~500 bytes per watch: 50 MB at 100,000 directories, against an
+80 MB budget for the whole agent. Here a watch is one entry in one dict, watch descriptor ->
+directory path as bytes (~160 bytes per watch), holding no object the garbage collector tracks.
 
-- Recursive watches; a new directory gets its watches when its creation event is read, and
-  watchdog replays creation events for what it finds inside. On top of that every new (or
-  moved-in) directory is queued for a rescan of its own, so a file created in it before its watch
-  existed is never missed.
-- Queue overflow (IN_Q_OVERFLOW): watchdog 7 re-adds the recursive watches but emits no event. A
-  small `InotifyFD` subclass sees the overflow in `handle_event` (public) and we queue a rescan of
-  every root.
-- Watch limit (ENOSPC): watchdog swallows the error for subdirectories. The same subclass sees it
-  in `add_callback` (public), records the directory, and the daemon reports it loudly with the
-  sysctl to raise (`fs.inotify.max_user_watches`) and rescans unwatched trees periodically.
+- Every directory is opened relative to its parent with O_NOFOLLOW|O_DIRECTORY (the root through
+  `pathfd.open_dir`, no symlink on any component) and the watch is put on that descriptor, through
+  /proc/self/fd/N: the watched directory is the one opened, whatever a user renames meanwhile.
+- New (created or moved-in) directories get their watches when the event is read, and are then
+  queued for a rescan of their own, so a file created in them before the watch existed is caught.
+- A directory moved out (IN_MOVED_FROM) loses its watches and those below it; moved elsewhere in a
+  watched tree it comes back through IN_MOVED_TO. No move pairing, so no waiting on it.
+- IN_IGNORED (directory deleted, filesystem unmounted) drops the watch.
+- Queue overflow (IN_Q_OVERFLOW): the watches are rebuilt (events for new directories may be
+  lost), stale ones dropped, and every root queued for a rescan.
+- Watch limit (ENOSPC): the directory is recorded (not its subdirectories: its rescan covers them)
+  and the daemon reports it loudly with the sysctl to raise, and rescans unwatched trees
+  periodically.
 - Debounce: a path is checked `debounce` after its last event (a file still being written), at
-  most `debounce_max` after its first; IN_CLOSE_WRITE means the writer is done: checked at once.
+  most `debounce_max` after its first; IN_CLOSE_WRITE or a moved-in file is checked at once.
 
 Only events that can bring a credential into view are asked from the kernel (create, modify,
 attrib, close-write, moves): our own reads (open, close-nowrite) never generate work.
@@ -21,44 +29,47 @@ attrib, close-write, moves): our own reads (open, close-nowrite) never generate 
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import heapq
 import logging
 import os
+import select
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from watchdog.events import (
-    DirCreatedEvent,
-    DirMovedEvent,
-    FileClosedEvent,
-    FileCreatedEvent,
-    FileModifiedEvent,
-    FileMovedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
+from watchdog.observers.inotify_c import (
+    InotifyConstants,
+    InotifyFD,
+    inotify_add_watch,
+    inotify_init,
+    inotify_rm_watch,
 )
-from watchdog.observers.api import BaseObserver, ObservedWatch
-from watchdog.observers.inotify import InotifyEmitter
-from watchdog.observers.inotify_c import InotifyConstants, InotifyEvent, InotifyFD, Mask
 
+from hoopctl.host import pathfd
 from hoopctl.host.safefs import compile_excludes
 
 log = logging.getLogger(__name__)
-# watchdog warns when `mkdir -p` races its own recursive add and a watch is registered twice; harmless.
-warnings.filterwarnings("ignore", message="Callback with id .* already exists", category=RuntimeWarning)
 
-EVENT_FILTER = [
-    DirCreatedEvent,
-    DirMovedEvent,
-    FileCreatedEvent,
-    FileModifiedEvent,
-    FileClosedEvent,
-    FileMovedEvent,
-]
+_C = InotifyConstants
+#: What a watched directory reports: what can bring a credential into view, and what changes the tree.
+WATCH_MASK = (
+    _C.IN_CREATE
+    | _C.IN_MODIFY
+    | _C.IN_ATTRIB
+    | _C.IN_CLOSE_WRITE
+    | _C.IN_MOVED_TO
+    | _C.IN_MOVED_FROM
+    | _C.IN_ONLYDIR
+    | _C.IN_EXCL_UNLINK
+)
+_FILE_EVENTS = _C.IN_CREATE | _C.IN_MODIFY | _C.IN_ATTRIB | _C.IN_CLOSE_WRITE | _C.IN_MOVED_TO
+_NEW_DIR = _C.IN_CREATE | _C.IN_MOVED_TO
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+READ_SIZE = 256 * 1024  # one read drains ~8,000 small events
+MAX_DEPTH = 256
 MAX_UNWATCHED = 10_000  # directories remembered by name; past that, whole roots are rescanned
 SYSCTL_WATCHES = "/proc/sys/fs/inotify/max_user_watches"
 
@@ -138,70 +149,21 @@ class WorkQueue:
             self._cond.notify_all()
 
 
-class AgentInotifyFD(InotifyFD):
-    """watchdog's inotify reader, with the two things the agent must know: overflow and watch limit."""
-
-    def __init__(self, on_overflow: Callable[[], None], on_limit: Callable[[bytes, OSError], None]) -> None:
-        super().__init__()
-        self._on_overflow = on_overflow
-        self._on_limit = on_limit
-
-    def handle_event(self, event: InotifyEvent) -> None:
-        super().handle_event(event)  # watchdog re-adds the recursive watches first
-        if event.is_queue_overflow:
-            self._on_overflow()
-
-    def add_callback(self, path, mask, callback, id_):  # noqa: ANN001 - watchdog's signature
-        try:
-            return super().add_callback(path, mask, callback, id_)
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EMFILE):
-                self._on_limit(path, exc)
-            raise
-
-    def watch_count(self) -> int:
-        # watchdog keeps one Watch per descriptor; len() of a dict is atomic under the GIL
-        return len(getattr(self, "_watch_for_wd", {}))
+def _join(base: bytes, name: bytes) -> bytes:
+    return base + name if base.endswith(b"/") else base + b"/" + name
 
 
-class AgentEmitter(InotifyEmitter):
-    """watchdog's emitter without IN_MOVED_FROM.
-
-    watchdog holds every IN_MOVED_FROM for 0.5 s to pair it with its IN_MOVED_TO, and the events
-    queued behind it wait too; each quarantine is a move out of a watched directory, so under a
-    steady stream of new files every check would come half a second late. A file or directory
-    moved in still arrives (IN_MOVED_TO, reported as created, and watchdog watches a moved-in
-    directory again under its new name); what is lost is only the pairing, which we do not use.
-    """
-
-    def get_event_mask_from_filter(self) -> Mask:
-        return Mask(super().get_event_mask_from_filter() & ~InotifyConstants.IN_MOVED_FROM)
-
-
-class AgentObserver(BaseObserver):
-    """watchdog's inotify observer, built on `AgentInotifyFD` and `AgentEmitter`."""
-
-    def __init__(self, inotify_fd: AgentInotifyFD, timeout: float = 1.0) -> None:
-        self._agent_fd = inotify_fd
-        inotify_fd.start()
-        super().__init__(AgentEmitter, timeout=timeout, inotify_fd=inotify_fd)
-
-    def on_thread_stop(self) -> None:
-        super().on_thread_stop()
-        self._agent_fd.stop()
-        self._agent_fd.join()
-
-
-class _Handler(FileSystemEventHandler):
-    def __init__(self, watcher: Watcher) -> None:
-        self.watcher = watcher
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        self.watcher.on_event(event)
+def _under(path: bytes, top: bytes) -> bool:
+    return path == top or path.startswith(top if top.endswith(b"/") else top + b"/")
 
 
 class Watcher:
-    """Watches roots recursively and feeds a `WorkQueue`; call `sync(roots)` again to change them."""
+    """Watches roots recursively and feeds a `WorkQueue`; call `sync(roots)` again to change them.
+
+    One reader thread blocks in poll() on the inotify descriptor (no timer: no CPU while idle).
+    `_dirs` (watch descriptor -> directory path bytes) is changed under `_lock`, by the reader and
+    by `sync`.
+    """
 
     def __init__(
         self,
@@ -213,47 +175,32 @@ class Watcher:
         on_overflow: Callable[[], None] | None = None,
     ) -> None:
         self.queue = queue
-        self._exclude = compile_excludes(tuple(exclude))
-        self._skip = tuple(os.path.normpath(d) for d in skip_dirs)
-        self._lock = threading.Lock()
-        self._watches: dict[str, ObservedWatch] = {}
+        self.set_filters(exclude, skip_dirs)
+        self._lock = threading.RLock()
+        self._dirs: dict[int, bytes] = {}
+        self._roots: list[bytes] = []
         self.unwatched: dict[str, str] = {}  # directory -> root it belongs to
         self.limit_hit = 0
+        self.overflows = 0
         self._limit_cb = on_limit
         self._overflow_cb = on_overflow
-        self._fd = AgentInotifyFD(self._overflowed, self._limited)
-        self._observer = AgentObserver(self._fd)
-        self._handler = _Handler(self)
-        self._observer.start()
+        fd = inotify_init()
+        if fd < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"cannot start inotify: {os.strerror(err)}")
+        os.set_inheritable(fd, False)
+        self._fd = fd
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="agent-inotify", daemon=True)
+        self._thread.start()
 
-    # -- callbacks from watchdog threads ---------------------------------------------------------
+    # -- filters ---------------------------------------------------------------------------------
 
-    def _root_of(self, path: str) -> str:
-        best = ""
-        for root in self._watches:
-            if (path == root or path.startswith(root.rstrip("/") + "/")) and len(root) > len(best):
-                best = root
-        return best or path
-
-    def _limited(self, path: bytes, exc: OSError) -> None:
-        name = os.fsdecode(path)
-        self.limit_hit += 1
-        first = self.limit_hit == 1
-        if len(self.unwatched) < MAX_UNWATCHED:
-            parent = os.path.dirname(name)
-            if parent not in self.unwatched:  # the parent's rescan covers the child
-                self.unwatched[name] = self._root_of(name)
-        else:
-            root = self._root_of(name)
-            self.unwatched[root] = root
-        if self._limit_cb is not None and first:
-            self._limit_cb(name, exc.strerror or str(exc))
-
-    def _overflowed(self) -> None:
-        for root in list(self._watches):
-            self.queue.put(Job("tree", root), now=True)
-        if self._overflow_cb is not None:
-            self._overflow_cb()
+    def set_filters(self, exclude: Iterable[str], skip_dirs: Iterable[str]) -> None:
+        self._exclude = compile_excludes(tuple(exclude))
+        self._skip = tuple(os.path.normpath(d) for d in skip_dirs)
+        self._skip_b = tuple(os.fsencode(d) for d in self._skip)
 
     def _excluded(self, path: str) -> bool:
         for skip in self._skip:
@@ -265,66 +212,245 @@ class Watcher:
             (base_re is not None and base_re.match(name)) or (rel_re is not None and rel_re.search(path))
         )
 
-    def on_event(self, event: FileSystemEvent) -> None:
-        try:
-            path = (
-                os.fsdecode(event.dest_path or event.src_path)
-                if event.event_type == "moved"
-                else os.fsdecode(event.src_path)
-            )
-            if not path or self._excluded(path):
-                return
-            if event.is_directory:
-                if isinstance(event, (DirCreatedEvent, DirMovedEvent)):
-                    self.queue.put(Job("dir", path))
-                return
-            self.queue.put(Job("file", path), now=isinstance(event, FileClosedEvent))
-        except Exception:  # never let one odd event stop watchdog's dispatch thread
-            log.exception("cannot queue a file event")
+    # -- adding watches --------------------------------------------------------------------------
 
-    def set_filters(self, exclude: Iterable[str], skip_dirs: Iterable[str]) -> None:
-        self._exclude = compile_excludes(tuple(exclude))
-        self._skip = tuple(os.path.normpath(d) for d in skip_dirs)
+    def _root_of(self, path: bytes) -> str:
+        best = b""
+        for root in self._roots:
+            if _under(path, root) and len(root) > len(best):
+                best = root
+        return os.fsdecode(best or path)
+
+    def _limited(self, path: bytes, err: int) -> None:
+        name = os.fsdecode(path)
+        self.limit_hit += 1
+        if len(self.unwatched) < MAX_UNWATCHED:
+            self.unwatched[name] = self._root_of(path)
+        else:
+            root = self._root_of(path)
+            self.unwatched[root] = root
+        if self._limit_cb is not None and self.limit_hit == 1:
+            self._limit_cb(name, os.strerror(err))
+
+    def _watch_fd(self, fd: int, path: bytes, seen: dict[int, bytes]) -> int:
+        """Put a watch on an open directory; 0, or the errno when it could not be (limit, or gone)."""
+        # The descriptor's /proc link names exactly the directory that was opened (no lookup by name).
+        wd = inotify_add_watch(self._fd, b"/proc/self/fd/%d" % fd, WATCH_MASK)
+        if wd < 0:
+            err = ctypes.get_errno()
+            if err in (errno.ENOSPC, errno.EMFILE):
+                self._limited(path, err)
+            elif err not in (errno.ENOENT, errno.EACCES):
+                log.debug("cannot watch %s: %s", pathfd.display(path), os.strerror(err))
+            return err or errno.EIO
+        seen[wd] = path
+        return 0
+
+    def _add_tree(self, top_fd: int, top: bytes, seen: dict[int, bytes]) -> int:
+        """Watch the open directory `top_fd` and every directory below it (closes `top_fd`).
+
+        Each directory is opened relative to its parent's descriptor with O_NOFOLLOW, so a symlink
+        planted by a user is never entered, and the watch is put on what was opened. Returns 0, or
+        the errno when `top` itself could not be watched.
+        """
+        stack: list[tuple[int, bytes, list[bytes]]] = []
+        try:
+            err = self._watch_fd(top_fd, top, seen)
+            if err:
+                os.close(top_fd)
+                return err
+            stack.append((top_fd, top, self._subdirs(top_fd, top)))
+            while stack:
+                fd, path, subdirs = stack[-1]
+                if not subdirs:
+                    stack.pop()
+                    os.close(fd)
+                    continue
+                name = subdirs.pop()
+                child = _join(path, name)
+                if len(stack) >= MAX_DEPTH:
+                    continue
+                try:
+                    cfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                except OSError:
+                    continue  # gone, replaced by a symlink or a file, or unreadable: nothing to watch
+                if self._watch_fd(cfd, child, seen):
+                    os.close(cfd)
+                    continue
+                stack.append((cfd, child, self._subdirs(cfd, child)))
+        finally:
+            for fd, _, _ in stack:
+                os.close(fd)
+        return 0
+
+    def _subdirs(self, fd: int, path: bytes) -> list[bytes]:
+        out: list[bytes] = []
+        base_re, rel_re = self._exclude
+        try:
+            with os.scandir(fd) as it:
+                for entry in it:
+                    try:
+                        if not entry.is_dir(follow_symlinks=False):
+                            continue
+                    except OSError:
+                        continue
+                    name = os.fsencode(entry.name)
+                    child = _join(path, name)
+                    if self._skip_b and any(_under(child, s) for s in self._skip_b):
+                        continue
+                    if (base_re is not None or rel_re is not None) and self._excluded(os.fsdecode(child)):
+                        continue
+                    out.append(name)
+        except OSError:
+            pass
+        out.reverse()  # popped from the end: keep listing order
+        return out
+
+    def _add_path(self, path: bytes, seen: dict[int, bytes]) -> None:
+        try:
+            fd = pathfd.open_dir(path)  # no symlink on any component
+        except OSError:
+            return  # gone already, or a symlink now: nothing to watch
+        self._add_tree(fd, path, seen)
+
+    def _forget(self, top: bytes) -> int:
+        """Remove the watches on `top` and below (a directory moved out, a root dropped)."""
+        gone = [wd for wd, p in self._dirs.items() if _under(p, top)]
+        for wd in gone:
+            del self._dirs[wd]
+            inotify_rm_watch(self._fd, wd)  # EINVAL when the kernel dropped it already: fine
+        return len(gone)
+
+    # -- events (reader thread) ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        while not self._stopping:
+            try:
+                ready = poller.poll()
+                if self._stopping:
+                    break
+                if not any(fd == self._fd for fd, _ in ready):
+                    continue
+                buf = os.read(self._fd, READ_SIZE)
+            except InterruptedError:
+                continue
+            except OSError as exc:
+                if self._stopping:
+                    break
+                log.error("inotify read failed: %s", exc)
+                time.sleep(0.1)
+                continue
+            try:
+                self._handle(buf)
+            except Exception:  # never let one odd event stop the reader
+                log.exception("cannot handle inotify events")
+
+    def _handle(self, buf: bytes) -> None:
+        put = self.queue.put
+        with self._lock:
+            for wd, mask, _cookie, name in InotifyFD._parse_event_buffer(buf):  # noqa: SLF001
+                if mask & _C.IN_Q_OVERFLOW:
+                    self._overflowed()
+                    continue
+                if mask & _C.IN_IGNORED:
+                    self._dirs.pop(wd, None)
+                    continue
+                base = self._dirs.get(wd)
+                if base is None or not name:
+                    continue
+                raw = _join(base, name)
+                path = os.fsdecode(raw)
+                if self._excluded(path):
+                    continue
+                if mask & _C.IN_ISDIR:
+                    if mask & _C.IN_MOVED_FROM:
+                        self._forget(raw)
+                    elif mask & _NEW_DIR:
+                        self._add_path(raw, self._dirs)
+                        # then look inside: files may have been created before the watch existed
+                        put(Job("dir", path))
+                elif mask & _FILE_EVENTS:
+                    put(Job("file", path), now=bool(mask & (_C.IN_CLOSE_WRITE | _C.IN_MOVED_TO)))
+
+    def _overflowed(self) -> None:
+        """Events were lost: rebuild the watches (new directories, deletions) and rescan every root."""
+        self.overflows += 1
+        log.warning("inotify queue overflowed; rebuilding watches and rescanning")
+        fresh: dict[int, bytes] = {}
+        for root in self._roots:
+            self._add_path(root, fresh)
+        for wd in self._dirs.keys() - fresh.keys():
+            inotify_rm_watch(self._fd, wd)  # moved out or deleted while the queue was full
+        self._dirs = fresh
+        for root in self._roots:
+            self.queue.put(Job("tree", os.fsdecode(root)), now=True)
+        if self._overflow_cb is not None:
+            self._overflow_cb()
 
     # -- roots ----------------------------------------------------------------------------------
 
     def sync(self, roots: Iterable[str]) -> tuple[list[str], list[str], dict[str, str]]:
         """Watch exactly `roots`: (added, removed, failed root -> reason)."""
         wanted = [os.path.normpath(r) for r in roots]
+        wanted_b = [os.fsencode(r) for r in wanted]
         added: list[str] = []
         removed: list[str] = []
         failed: dict[str, str] = {}
         with self._lock:
-            for root in list(self._watches):
-                if root not in wanted:
-                    self._observer.unschedule(self._watches.pop(root))
-                    for d in [d for d, r in self.unwatched.items() if r == root]:
-                        del self.unwatched[d]
-                    removed.append(root)
-            for root in wanted:
-                if root in self._watches:
+            for root in list(self._roots):
+                if root in wanted_b:
                     continue
-                # register first, so a limit hit while adding its subdirectories is charged to it
-                self._watches[root] = ObservedWatch(root, recursive=True)
+                self._roots.remove(root)
+                others = [r for r in self._roots if _under(r, root) or _under(root, r)]
+                if not others:  # a root nested in another keeps the watches they share
+                    self._forget(root)
+                name = os.fsdecode(root)
+                for d in [d for d, r in self.unwatched.items() if r == name]:
+                    del self.unwatched[d]
+                removed.append(name)
+            for root, raw in zip(wanted, wanted_b, strict=True):
+                if raw in self._roots:
+                    continue
                 try:
-                    self._watches[root] = self._observer.schedule(
-                        self._handler, root, recursive=True, event_filter=EVENT_FILTER
-                    )
-                    added.append(root)
+                    fd = pathfd.open_dir(raw)
                 except OSError as exc:
-                    del self._watches[root]
-                    failed[root] = exc.strerror or str(exc)
-                    if exc.errno in (errno.ENOSPC, errno.EMFILE):
+                    failed[root] = (
+                        str(exc) if isinstance(exc, pathfd.UnsafePath) else exc.strerror or str(exc)
+                    )
+                    continue
+                # registered first, so a limit hit while adding its subdirectories is charged to it
+                self._roots.append(raw)
+                err = self._add_tree(fd, raw, self._dirs)
+                if err:
+                    self._roots.remove(raw)
+                    failed[root] = os.strerror(err)
+                    if err in (errno.ENOSPC, errno.EMFILE):
                         self.unwatched[root] = root
+                    continue
+                added.append(root)
         return added, removed, failed
 
     @property
     def roots(self) -> list[str]:
-        return sorted(self._watches)
+        return sorted(os.fsdecode(r) for r in self._roots)
 
     def watch_count(self) -> int:
-        return self._fd.watch_count()
+        return len(self._dirs)  # len() of a dict is atomic under the GIL
 
     def stop(self) -> None:
-        self._observer.stop()
-        self._observer.join(timeout=30)
+        self._stopping = True
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+        self._thread.join(timeout=30)
+        with self._lock:
+            for fd in (self._fd, self._wake_r, self._wake_w):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self._dirs.clear()

@@ -1,0 +1,149 @@
+"""The agent's own recursive watch tree against the real kernel: new, moved and deleted directories,
+symlinks, and the rebuild after a queue overflow. The watch map must name exactly the directories
+that exist under the roots, or a file event would be reported under a wrong (stale) path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from hoopctl.agent.watch import Job, Watcher, WorkQueue
+
+pytestmark = pytest.mark.root
+
+QUEUED = Path("/proc/sys/fs/inotify/max_queued_events")
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return cond()
+
+
+def drain(q: WorkQueue, seconds: float = 0.3) -> list[Job]:
+    out, deadline = [], time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        job = q.get(timeout=0.05)
+        if job is not None:
+            out.append(job)
+    return out
+
+
+def watched(w: Watcher) -> set[str]:
+    with w._lock:
+        return {os.fsdecode(p) for p in w._dirs.values()}
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Iterator[tuple[Watcher, WorkQueue, Path, Path]]:
+    root = tmp_path / "root"
+    root.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    q = WorkQueue(0.001, 0.01)
+    w = Watcher(q)
+    w.sync([str(root)])
+    try:
+        yield w, q, root, outside
+    finally:
+        w.stop()
+
+
+def test_new_moved_and_deleted_directories_keep_the_watch_map_exact(tree):
+    w, q, root, outside = tree
+    (root / "a" / "b" / "c").mkdir(parents=True)
+    (root / "a" / "b" / "c" / "f.env").write_text("x")  # created before its directory's watch may exist
+    want = {str(root), f"{root}/a", f"{root}/a/b", f"{root}/a/b/c"}
+    assert wait_for(lambda: watched(w) == want), watched(w)
+    jobs = drain(q)
+    assert Job("dir", f"{root}/a") in jobs  # the rescan that catches f.env whatever the timing
+
+    # moved out of the tree: no watch left on it nor below it, no event from it
+    os.rename(root / "a", outside / "a")
+    assert wait_for(lambda: watched(w) == {str(root)}), watched(w)
+    drain(q)
+    (outside / "a" / "b" / "late.env").write_text("x")
+    assert drain(q) == []
+
+    # moved back in under another name: watched again under the new name, and rescanned
+    os.rename(outside / "a", root / "z")
+    want = {str(root), f"{root}/z", f"{root}/z/b", f"{root}/z/b/c"}
+    assert wait_for(lambda: watched(w) == want), watched(w)
+    (root / "z" / "b" / "c" / "g.env").write_text("x")
+    jobs = drain(q)
+    assert Job("dir", f"{root}/z") in jobs and Job("file", f"{root}/z/b/c/g.env") in jobs
+
+    # renamed within the tree: one path per directory, the new one
+    os.rename(root / "z" / "b", root / "z" / "bb")
+    want = {str(root), f"{root}/z", f"{root}/z/bb", f"{root}/z/bb/c"}
+    assert wait_for(lambda: watched(w) == want), watched(w)
+
+    # deleted: the kernel's IN_IGNORED drops the watches
+    shutil.rmtree(root / "z")
+    assert wait_for(lambda: watched(w) == {str(root)} and w.watch_count() == 1), watched(w)
+
+
+def test_a_symlinked_directory_is_never_watched_nor_entered(tree):
+    w, q, root, outside = tree
+    (outside / "secret").mkdir()
+    os.symlink(outside, root / "link")
+    (root / "real").mkdir()
+    assert wait_for(lambda: f"{root}/real" in watched(w))
+    drain(q)
+    (outside / "secret" / "s.env").write_text("x")
+    (outside / "t.env").write_text("x")
+    assert drain(q) == []
+    assert watched(w) == {str(root), f"{root}/real"}
+
+
+def test_a_root_behind_a_symlink_is_refused(tmp_path: Path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "via").symlink_to(tmp_path)
+    w = Watcher(WorkQueue(0.001, 0.01))
+    try:
+        added, _, failed = w.sync([str(tmp_path / "via" / "real")])
+        assert added == [] and "symlink" in failed[str(tmp_path / "via" / "real")]
+        assert w.watch_count() == 0
+    finally:
+        w.stop()
+
+
+@contextlib.contextmanager
+def sysctl(path: Path, value: int) -> Iterator[None]:
+    old = path.read_text()
+    path.write_text(str(value))
+    try:
+        yield
+    finally:
+        path.write_text(old)
+
+
+def test_after_a_queue_overflow_the_watches_are_rebuilt(tmp_path: Path):
+    (tmp_path / "gone" / "deep").mkdir(parents=True)
+    q = WorkQueue(0.001, 0.01)
+    with sysctl(QUEUED, 16):
+        w = Watcher(q)
+    try:
+        w.sync([str(tmp_path)])
+        assert w.watch_count() == 3
+        with w._lock:  # the reader stalls: the kernel queue overflows while the tree changes
+            shutil.rmtree(tmp_path / "gone")
+            (tmp_path / "late" / "deeper").mkdir(parents=True)
+            for i in range(100):
+                (tmp_path / f"f{i}").write_bytes(b"x")
+        assert wait_for(lambda: w.overflows > 0)
+        want = {str(tmp_path), f"{tmp_path}/late", f"{tmp_path}/late/deeper"}
+        assert wait_for(lambda: watched(w) == want), watched(w)
+        assert Job("tree", str(tmp_path)) in drain(q)
+    finally:
+        w.stop()
