@@ -4,7 +4,8 @@ Threads, and why:
 - main: signals (SIGTERM/SIGINT stop, SIGHUP reload), sd_notify (READY after the first full scan,
   STATUS, WATCHDOG at half of $WATCHDOG_USEC, STOPPING), the status file, periodic rescans of
   trees left unwatched by the watch limit. It never does slow work, so the watchdog keeps pinging.
-- watchdog's threads: read inotify, feed the debounced `WorkQueue`.
+- inotify reader (`watch.Watcher`, on watchdog's inotify layer): keeps the watch tree, feeds the
+  debounced `WorkQueue`.
 - file worker: checks queued files (read safely through `pathfd`, never following a symlink nor
   blocking on a FIFO, size-capped), rescans new directories and trees, and quarantines.
 - process pass: every `tunnel_interval` a process/socket snapshot for tunnels (orphans, which
@@ -572,8 +573,9 @@ def _release_memory() -> None:
     """After a big walk or watch sync: hand freed heap back to the OS, and take what stays out of the GC.
 
     glibc keeps freed heap otherwise (RSS stays high). And a full collection walks every tracked
-    object: with 100k watches (~4 watchdog objects each) that is a ~150 ms pause in event handling,
-    the whole p99 budget; frozen objects (alive now, the watches) are never walked again.
+    object: frozen objects (alive now: config, rules, caches) are never walked again, so a
+    collection during event handling stays short. (The watch map itself holds only bytes and ints,
+    which the collector does not track.)
     """
     gc.collect()
     gc.freeze()
