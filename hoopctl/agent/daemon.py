@@ -127,7 +127,7 @@ class Agent:
             if self._reload.is_set():
                 self._reload.clear()
                 self._do_reload()
-            if self.watcher is not None and self.watcher.limit_hit and not self._limit_reported:
+            if self.watcher is not None and self.watcher.unwatched and not self._limit_reported:
                 self._report_unwatched()  # the limit was hit by a directory created since start
             if now >= next_status:
                 self._write_status()
@@ -234,9 +234,18 @@ class Agent:
     def _rescan_unwatched(self) -> None:
         if self.watcher is None:
             return
+        if not self.watcher.unwatched:
+            return
+        # the limit may have been raised since: watch what can be watched now, rescan it once more
+        # (files created while it was unwatched), and keep rescanning the rest
+        rewatched = self.watcher.rewatch()
+        if rewatched:
+            event("watch.rewatched", directories=len(rewatched), unwatched=len(self.watcher.unwatched))
+            if not self.watcher.unwatched:
+                self._limit_reported = False  # all watched again: a later shortage is reported anew
         if self.watcher.unwatched:
             self._report_unwatched()
-        for d in list(self.watcher.unwatched):
+        for d in [*rewatched, *self.watcher.unwatched]:
             self.queue.put(Job("tree", d), now=True)
 
     def _do_reload(self) -> None:

@@ -433,6 +433,35 @@ class Watcher:
                 added.append(root)
         return added, removed, failed
 
+    def rewatch(self) -> list[str]:
+        """Try again to watch the directories the limit left unwatched; returns those now watched.
+
+        Called before each periodic rescan, so raising fs.inotify.max_user_watches takes effect
+        without a restart. While the limit still holds, each attempt fails at its first watch.
+        """
+        done: list[str] = []
+        with self._lock:
+            for name, root in list(self.unwatched.items()):
+                raw = os.fsencode(name)
+                is_root = name == root and raw not in self._roots
+                try:
+                    fd = pathfd.open_dir(raw)
+                except OSError:
+                    if not os.path.lexists(name):
+                        del self.unwatched[name]  # gone: nothing left to watch or rescan
+                    continue
+                del self.unwatched[name]
+                before = len(self.unwatched)
+                if is_root:
+                    self._roots.append(raw)
+                if self._add_tree(fd, raw, self._dirs):  # still at the limit
+                    if is_root:
+                        self._roots.remove(raw)
+                    self.unwatched[name] = root
+                elif len(self.unwatched) == before:  # else some directories below it are listed now
+                    done.append(name)
+        return done
+
     @property
     def roots(self) -> list[str]:
         return sorted(os.fsdecode(r) for r in self._roots)

@@ -109,6 +109,9 @@ def test_watch_limit_is_reported_loudly_and_unwatched_trees_are_rescanned(tmp_pa
         agent._rescan_unwatched()
         jobs = [j for j in drain(agent.queue) if j.kind == "tree"]
         assert {j.path for j in jobs} == set(unwatched)
+        # the limit is back to normal here: the rescan also put the watches in place
+        assert not agent.watcher.unwatched and agent.watcher.watch_count() == 81
+        assert any(r.getMessage() == "watch.rewatched" for r in caplog.records)
         for j in jobs:
             agent._walk(agent._walker(), j.path)
         found = [r.agent_fields for r in caplog.records if r.getMessage() == "finding"]

@@ -147,3 +147,40 @@ def test_after_a_queue_overflow_the_watches_are_rebuilt(tmp_path: Path):
         assert Job("tree", str(tmp_path)) in drain(q)
     finally:
         w.stop()
+
+
+WATCHES = Path("/proc/sys/fs/inotify/max_user_watches")
+
+
+def root_watches() -> int:
+    """Inotify watches held by uid 0 now (the kernel's max_user_watches counts per user)."""
+    n = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                if not any(line.startswith("Uid:\t0\t") for line in f):
+                    continue
+            for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+                with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                    n += sum(line.startswith("inotify wd:") for line in f)
+        except OSError:
+            continue
+    return n
+
+
+def test_directories_left_unwatched_by_the_limit_are_watched_once_it_is_raised(tmp_path: Path):
+    for i in range(20):
+        (tmp_path / f"d{i:02d}" / "sub").mkdir(parents=True)
+    limits: list[str] = []
+    w = Watcher(WorkQueue(0.001, 0.01), on_limit=lambda path, why: limits.append(why))
+    try:
+        with sysctl(WATCHES, root_watches() + 5):
+            w.sync([str(tmp_path)])
+            assert w.unwatched and w.watch_count() <= 5 and limits
+            assert w.rewatch() == []  # still at the limit: nothing changes
+            assert w.unwatched
+        left = set(w.unwatched)
+        assert set(w.rewatch()) == left  # raised: every one of them is watched now, and below it
+        assert not w.unwatched and w.watch_count() == 41
+    finally:
+        w.stop()
