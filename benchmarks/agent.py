@@ -13,7 +13,10 @@ B. files only (process pass off): the shared directory plus a tree of `--dirs` d
    before its creation to the agent's `action ... result=done` log line (stamped by the agent
    after the move is durable) gives p50/p99;
 C. the same tree with the periodic process/socket pass on (default intervals) -> idle CPU, then
-   the time from starting a socat relay to the agent's `tunnel.seen` event (if socat exists).
+   the time from starting a socat relay to the agent's `tunnel.seen` event (if socat exists);
+D. the peer, same run: the agent's watch tree (`hoopctl.agent.watch.Watcher`) against watchdog's
+   own recursive inotify observer on the same tree, each alone in a fresh interpreter -> bytes of
+   RSS per watch and seconds to set the watches up, and the ratio.
 
 fs.inotify.max_user_watches is raised if the tree needs it and restored at the end. Targets:
 p99 <= 100 ms, idle CPU <= 0.5% of one core, RSS <= 80 MB.
@@ -200,6 +203,47 @@ def tunnel_detection(agent: Agent, rounds: int) -> list[float]:
     return out
 
 
+PEER = r"""
+import ctypes, gc, json, sys, time
+
+def rss():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+
+def settled():
+    gc.collect()
+    ctypes.CDLL(None).malloc_trim(0)
+    return rss()
+
+kind, tree = sys.argv[1], sys.argv[2]
+if kind == "watchdog":
+    from watchdog.events import FileSystemEventHandler
+    from watchdog.observers.inotify import InotifyObserver
+    watcher = InotifyObserver()
+    base, t = settled(), time.perf_counter()
+    watcher.schedule(FileSystemEventHandler(), tree, recursive=True)
+    watcher.start()  # the emitter adds its watches before start() returns
+else:
+    from hoopctl.agent.watch import Watcher, WorkQueue
+    watcher = Watcher(WorkQueue(1.0, 1.0))
+    base, t = settled(), time.perf_counter()
+    watcher.sync([tree])
+seconds = time.perf_counter() - t
+print(json.dumps({"bytes": settled() - base, "seconds": seconds}), flush=True)
+watcher.stop()
+"""
+
+
+def watch_cost(kind: str, tree: Path) -> dict[str, float]:
+    """RSS growth and set-up time of one recursive watcher on `tree`, alone in a fresh interpreter."""
+    out = subprocess.run(
+        [sys.executable, "-c", PEER, kind, str(tree)], capture_output=True, text=True, cwd=ROOT, timeout=600
+    )
+    if out.returncode != 0:
+        sys.exit(f"{kind} watcher failed: {out.stderr.strip()[-500:]}")
+    return json.loads(out.stdout.splitlines()[0])
+
+
 def pct(values: list[float], p: float) -> float:
     values = sorted(values)
     k = min(len(values) - 1, max(0, round(p / 100 * (len(values) - 1))))
@@ -214,6 +258,7 @@ def main() -> None:
     ap.add_argument("--idle", type=float, default=20.0, help="seconds of idle CPU measurement")
     ap.add_argument("--tunnels", type=int, default=10, help="socat relays started to time tunnel detection")
     ap.add_argument("--json", action="store_true", help="print the figures as one JSON object too")
+    ap.add_argument("--no-peer", action="store_true", help="skip the watch-tree comparison with watchdog")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root: the agent quarantines files of another user and may raise the inotify limit")
@@ -302,6 +347,15 @@ def main() -> None:
                 results["tunnel_detect_p50_s"] = round(statistics.median(seen), 2)
                 results["tunnel_detect_max_s"] = round(max(seen), 2)
         c.stop()
+
+        if not args.no_peer:
+            ours, peer = watch_cost("agent", tree), watch_cost("watchdog", tree)
+            n = made + 1  # the tree's directories and its top
+            results["peer_agent_bytes_per_watch"] = round(ours["bytes"] / n)
+            results["peer_watchdog_bytes_per_watch"] = round(peer["bytes"] / n)
+            results["peer_memory_ratio_watchdog_over_agent"] = round(peer["bytes"] / max(1, ours["bytes"]), 2)
+            results["peer_agent_watch_setup_s"] = round(ours["seconds"], 2)
+            results["peer_watchdog_watch_setup_s"] = round(peer["seconds"], 2)
     finally:
         if int(WATCHES.read_text()) != old_limit:
             WATCHES.write_text(str(old_limit))
