@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -117,3 +119,36 @@ def test_parent_swapped_before_a_file_check_is_refused(layout, caplog):
     agent._check_file(str(new / ".env"))  # the event named the old path; it now leads to root's file
     _assert_root_tree_untouched(target, read, caplog, tmp / "vault")
     assert read == []
+
+
+def test_a_user_flipping_the_parent_in_a_loop_never_leads_the_agent_into_the_root_tree(layout, caplog):
+    """A racing thread instead of a hook: the parent flips between the real tree and the symlink."""
+    agent, new, target, read, _swap, tmp = layout
+    caplog.set_level("DEBUG")
+    area = new.parent.parent.parent
+    home, aside = area / "home", area / "home.real"
+    stop = threading.Event()
+    flips = [0]
+
+    def flip() -> None:
+        while not stop.is_set():
+            os.rename(home, aside)
+            os.symlink(target.parent.parent.parent, home)
+            os.unlink(home)
+            os.rename(aside, home)
+            flips[0] += 1
+
+    racer = threading.Thread(target=flip, daemon=True)
+    racer.start()
+    try:
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            agent._walk(agent._walker(), str(new))  # a new directory's rescan
+            agent._walk(agent._walker(), str(new.parent))  # an overflow or unwatched-tree rescan
+            agent._check_file(str(new / ".env"))  # a file event
+    finally:
+        stop.set()
+        racer.join(timeout=5)
+    assert flips[0] > 100, "the race never really ran"
+    _assert_root_tree_untouched(target, read, caplog, tmp / "vault")
+    assert any(USER_TOKEN.encode() in d for d in read)  # the real tree was read meanwhile
