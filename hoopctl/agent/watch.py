@@ -70,6 +70,7 @@ _NEW_DIR = _C.IN_CREATE | _C.IN_MOVED_TO
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 READ_SIZE = 256 * 1024  # one read drains ~8,000 small events
 MAX_DEPTH = 256
+STALE_EVERY = 1.0
 MAX_UNWATCHED = 10_000  # directories remembered by name; past that, whole roots are rescanned
 SYSCTL_WATCHES = "/proc/sys/fs/inotify/max_user_watches"
 
@@ -178,6 +179,12 @@ class Watcher:
         self.set_filters(exclude, skip_dirs)
         self._lock = threading.RLock()
         self._dirs: dict[int, bytes] = {}
+        # Directories moved out, whose watches (and those below) are dropped in one pass over
+        # `_dirs` at most every STALE_EVERY seconds: a pass costs ~15 ms at 100k watches, and a
+        # package manager renames directories by the thousand. Their events are ignored meanwhile.
+        self._stale: set[bytes] = set()
+        self._stale_prefixes: tuple[bytes, ...] = ()
+        self._stale_since = 0.0
         self._roots: list[bytes] = []
         self.unwatched: dict[str, str] = {}  # directory -> root it belongs to
         self.limit_hit = 0
@@ -307,6 +314,8 @@ class Watcher:
         return out
 
     def _add_path(self, path: bytes, seen: dict[int, bytes]) -> None:
+        if self._stale and (self._is_stale(path) or any(s.startswith(path + b"/") for s in self._stale)):
+            self._drop_stale()  # a directory back where one was moved out: its old watches go first
         try:
             fd = pathfd.open_dir(path)  # no symlink on any component
         except OSError:
@@ -314,12 +323,33 @@ class Watcher:
         self._add_tree(fd, path, seen)
 
     def _forget(self, top: bytes) -> int:
-        """Remove the watches on `top` and below (a directory moved out, a root dropped)."""
+        """Remove the watches on `top` and below (a root dropped)."""
         gone = [wd for wd, p in self._dirs.items() if _under(p, top)]
         for wd in gone:
             del self._dirs[wd]
             inotify_rm_watch(self._fd, wd)  # EINVAL when the kernel dropped it already: fine
         return len(gone)
+
+    def _moved_out(self, path: bytes) -> None:
+        if not self._stale:
+            self._stale_since = time.monotonic()
+        self._stale.add(path)
+        self._stale_prefixes = tuple(_join(p, b"") for p in self._stale)
+
+    def _is_stale(self, path: bytes) -> bool:
+        return path in self._stale or path.startswith(self._stale_prefixes)
+
+    def _drop_stale(self) -> None:
+        """Remove the watches on directories moved out and below them (still so after any move back:
+        a directory moved back in got its watches' paths rewritten when it was added again)."""
+        if not self._stale:
+            return
+        stale, prefixes = self._stale, self._stale_prefixes
+        gone = [wd for wd, p in self._dirs.items() if p in stale or p.startswith(prefixes)]
+        for wd in gone:
+            del self._dirs[wd]
+            inotify_rm_watch(self._fd, wd)  # EINVAL when the kernel dropped it already: fine
+        self._stale, self._stale_prefixes = set(), ()
 
     # -- events (reader thread) ------------------------------------------------------------------
 
@@ -328,8 +358,12 @@ class Watcher:
         poller.register(self._fd, select.POLLIN)
         poller.register(self._wake_r, select.POLLIN)
         while not self._stopping:
+            if self._stale and time.monotonic() - self._stale_since >= STALE_EVERY:
+                with self._lock:
+                    self._drop_stale()
             try:
-                ready = poller.poll()
+                # no timeout while nothing is pending: an idle agent costs no CPU
+                ready = poller.poll(STALE_EVERY * 1000 if self._stale else None)
                 if self._stopping:
                     break
                 if not any(fd == self._fd for fd, _ in ready):
@@ -359,7 +393,7 @@ class Watcher:
                     self._dirs.pop(wd, None)
                     continue
                 base = self._dirs.get(wd)
-                if base is None or not name:
+                if base is None or not name or (self._stale and self._is_stale(base)):
                     continue
                 raw = _join(base, name)
                 path = os.fsdecode(raw)
@@ -367,7 +401,7 @@ class Watcher:
                     continue
                 if mask & _C.IN_ISDIR:
                     if mask & _C.IN_MOVED_FROM:
-                        self._forget(raw)
+                        self._moved_out(raw)
                     elif mask & _NEW_DIR:
                         self._add_path(raw, self._dirs)
                         # then look inside: files may have been created before the watch existed
@@ -380,6 +414,7 @@ class Watcher:
         self.overflows += 1
         log.warning("inotify queue overflowed; rebuilding watches and rescanning")
         fresh: dict[int, bytes] = {}
+        self._stale, self._stale_prefixes = set(), ()  # the rebuild drops whatever is gone
         for root in self._roots:
             self._add_path(root, fresh)
         for wd in self._dirs.keys() - fresh.keys():
@@ -400,6 +435,7 @@ class Watcher:
         removed: list[str] = []
         failed: dict[str, str] = {}
         with self._lock:
+            self._drop_stale()
             for root in list(self._roots):
                 if root in wanted_b:
                     continue
@@ -441,6 +477,7 @@ class Watcher:
         """
         done: list[str] = []
         with self._lock:
+            self._drop_stale()
             for name, root in list(self.unwatched.items()):
                 raw = os.fsencode(name)
                 is_root = name == root and raw not in self._roots

@@ -184,3 +184,29 @@ def test_directories_left_unwatched_by_the_limit_are_watched_once_it_is_raised(t
         assert not w.unwatched and w.watch_count() == 41
     finally:
         w.stop()
+
+
+def test_directories_renamed_by_the_hundred_and_one_recreated_at_an_old_name(tree):
+    w, q, root, _outside = tree
+    for i in range(200):
+        (root / f"pkg{i}" / "lib").mkdir(parents=True)
+    (root / "build" / "out").mkdir(parents=True)
+    assert wait_for(lambda: w.watch_count() == 1 + 400 + 2)
+    for i in range(200):  # what a package manager does: extract aside, rename into place
+        os.rename(root / f"pkg{i}", root / f"node{i}")
+    os.rename(root / "build", root / "build.old")
+    (root / "build").mkdir()  # at once, at the name just moved away
+    want = {str(root), f"{root}/build", f"{root}/build.old", f"{root}/build.old/out"}
+    want |= {f"{root}/node{i}" for i in range(200)} | {f"{root}/node{i}/lib" for i in range(200)}
+    assert wait_for(lambda: watched(w) == want), sorted(watched(w) ^ want)[:5]
+    drain(q)
+    (root / "build" / "a.env").write_text("x")
+    (root / "build.old" / "out" / "b.env").write_text("x")
+    (root / "node7" / "lib" / "c.env").write_text("x")
+    jobs = set(drain(q))
+    assert {
+        Job("file", f"{root}/build/a.env"),
+        Job("file", f"{root}/build.old/out/b.env"),
+        Job("file", f"{root}/node7/lib/c.env"),
+    } <= jobs
+    assert not any("pkg" in j.path for j in jobs)
