@@ -12,8 +12,9 @@ directory path as bytes (~160 bytes per watch), holding no object the garbage co
   /proc/self/fd/N: the watched directory is the one opened, whatever a user renames meanwhile.
 - New (created or moved-in) directories get their watches when the event is read, and are then
   queued for a rescan of their own, so a file created in them before the watch existed is caught.
-- A directory moved out (IN_MOVED_FROM) loses its watches and those below it; moved elsewhere in a
-  watched tree it comes back through IN_MOVED_TO. No move pairing, so no waiting on it.
+- A directory moved out (IN_MOVED_FROM) loses its watches and those below it (in one pass over the
+  map per second; its events are ignored meanwhile); moved elsewhere in a watched tree it comes
+  back through IN_MOVED_TO, its watches' paths rewritten. No move pairing, so no waiting on it.
 - IN_IGNORED (directory deleted, filesystem unmounted) drops the watch.
 - Queue overflow (IN_Q_OVERFLOW): the watches are rebuilt (events for new directories may be
   lost), stale ones dropped, and every root queued for a rescan.
