@@ -66,8 +66,10 @@ class AdminAPI:
         approver_group: str,
         roles: dict[str, RoleAccess],
         identify_token: Callable[[str, str], str] | None = None,
+        adopt: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self.service = service
+        self.adopt = adopt
         self.approver_group = approver_group
         self.roles = roles
         self.identify_token = identify_token
@@ -89,6 +91,13 @@ class AdminAPI:
                     "request": asdict(self.service.get(request_id)),
                     "events": self.service.events(request_id),
                 }
+            if op == "adopt":
+                # The agent hands over a torn-down tunnel's address: root or approvers only.
+                if not self.may_decide(peer):
+                    return _error(f"{peer.user} may not change the gateway's listeners")
+                if self.adopt is None:
+                    return _error("this gateway does not adopt tunnels")
+                return self.adopt(req)
             if op in ("approve", "deny", "revoke", "revoke-token"):
                 if not self.may_decide(peer):
                     return _error(f"{peer.user} is not in the approver group {self.approver_group!r}")

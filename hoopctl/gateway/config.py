@@ -53,7 +53,7 @@ class GatewayConfig:
     max_message_size: int = 16 * 1024 * 1024
     binary_masked_columns: str = "null"
     workers: int = 1
-    access: AccessConfig = field(default_factory=lambda: AccessConfig())
+    access: AccessConfig | None = None  # None: no shared state (no revocations, no just-in-time grants)
     oidc: list = field(default_factory=list)
     source: Path | None = None
 

@@ -17,6 +17,7 @@ and lets sessions finish. `serve(config)` runs all that with SIGTERM/SIGHUP.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import logging
 import os
@@ -31,6 +32,7 @@ from typing import Any
 
 import scramp
 
+from hoopctl.access.oidc import looks_like_jwt
 from hoopctl.access.tokens import AuthError, TokenAuthority, load_key
 from hoopctl.gateway import pgwire as pw
 from hoopctl.gateway.catalog import Catalog
@@ -80,10 +82,19 @@ class Gateway:
         self._ssl = server_context(config.tls) if config.tls else None
         self._handshakes: set[asyncio.Task] = set()
         self.generation = 0
+        self.broker: Any = None  # AccessBroker when the config has shared access state
+        self.oidc: Any = None
+        if config.oidc:
+            from hoopctl.access.oidc import OIDCAuthority
+
+            self.oidc = OIDCAuthority(config.oidc)
+        self._admin: asyncio.AbstractServer | None = None
+        self.adopted: dict[tuple[str, int], asyncio.Server] = {}
 
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         if self.recorder is None:
             from hoopctl.audit.recorder import Recorder
 
@@ -97,6 +108,81 @@ class Gateway:
                 self._accept, self.config.listen_host, self.config.listen_port, reuse_address=True
             )
         log.info("gateway listening on %s", ", ".join(str(s.getsockname()) for s in self.server.sockets))
+        if self.config.access is not None:
+            await self._start_access()
+
+    async def _start_access(self) -> None:
+        from hoopctl.access.admin import AdminAPI, serve_admin
+        from hoopctl.access.broker import AccessBroker
+
+        access = self.config.access
+        self.broker = await asyncio.to_thread(lambda: AccessBroker.open(access, self.role_grants).start())
+        api = AdminAPI(
+            self.broker.service,
+            approver_group=access.approver_group,
+            roles=access.roles,
+            identify_token=self._identify,
+            adopt=self._adopt_from_thread,
+        )
+        self._admin = await serve_admin(api, Path(access.admin_socket))
+        log.info("admin API on %s", access.admin_socket)
+
+    def role_grants(self, role: str) -> frozenset[str]:
+        found = self.config.policy.roles.get(role)
+        return found.grants if found is not None else frozenset()
+
+    def _check_chain(self, credential: Any) -> None:
+        """Each role along a token chain must grant no more than the one before it."""
+        roles = credential.roles
+        for parent, child in zip(roles, roles[1:], strict=False):
+            if not self.role_grants(child) <= self.role_grants(parent):
+                raise _Fatal(
+                    "28P01", f"authentication failed: credential widens role {parent!r} to {child!r}"
+                )
+        if self.broker is not None and self.broker.is_revoked(credential):
+            raise _Fatal("28P01", "authentication failed: credential revoked")
+
+    def _identify(self, token: str, resource: str) -> str:
+        """Who a token says its holder is (for access requests on the admin API)."""
+        cred = self.authority.authenticate("", token, resource=resource, client_ip="127.0.0.1")
+        return cred.identity
+
+    # ------------------------------------------------------------ adopting tunnels
+
+    async def adopt(self, listen_host: str, listen_port: int, target_host: str, target_port: int) -> str:
+        """Serves a torn-down tunnel's address with the resource behind its target."""
+        resource = next(
+            (r for r in self.config.resources.values() if (r.host, r.port) == (target_host, target_port)),
+            None,
+        )
+        if resource is None:
+            raise ValueError(f"no resource at {target_host}:{target_port} on this gateway")
+        key = (listen_host, listen_port)
+        if key not in self.adopted:
+            self.adopted[key] = await asyncio.start_server(
+                functools.partial(self._accept, forced_resource=resource.name),
+                listen_host,
+                listen_port,
+                reuse_address=True,
+            )
+            log.info("adopted %s:%d for resource %s", listen_host, listen_port, resource.name)
+        return resource.name
+
+    def _adopt_from_thread(self, req: dict[str, Any]) -> dict[str, Any]:
+        loop = self._loop
+        try:
+            name = asyncio.run_coroutine_threadsafe(
+                self.adopt(
+                    str(req["listen_host"]),
+                    int(req["listen_port"]),
+                    str(req["target_host"]),
+                    int(req["target_port"]),
+                ),
+                loop,
+            ).result(15)
+        except (KeyError, TypeError, ValueError, OSError) as exc:
+            return {"ok": False, "error": f"cannot adopt: {exc}"}
+        return {"ok": True, "resource": name}
 
     @property
     def port(self) -> int:
@@ -118,6 +204,10 @@ class Gateway:
         """Stop accepting; wait for sessions to end, then end the rest."""
         if self.server is not None:
             self.server.close()
+        for server in self.adopted.values():
+            server.close()
+        if self._admin is not None:
+            self._admin.close()
         waiting = [s.done for s in self.sessions]
         if waiting:
             await asyncio.wait(waiting, timeout=timeout)
@@ -127,6 +217,9 @@ class Gateway:
             t.cancel()
         for c in self._catalogs.values():
             c.close()
+        if self.broker is not None:
+            self.broker.stop()
+            self.broker = None
         if self.recorder is not None and self._own_recorder:
             self.recorder.close()
             self.recorder = None
@@ -175,12 +268,14 @@ class Gateway:
 
     # ------------------------------------------------------------ per connection
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _accept(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, forced_resource: str | None = None
+    ) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._handshakes.add(task)
         try:
-            await asyncio.wait_for(self._handshake(reader, writer), HANDSHAKE_TIMEOUT_S)
+            await asyncio.wait_for(self._handshake(reader, writer, forced_resource), HANDSHAKE_TIMEOUT_S)
         except _Fatal as exc:
             self._send_fatal(writer, exc.sqlstate, str(exc))
         except pw.ProtocolError as exc:
@@ -217,7 +312,9 @@ class Gateway:
                 raise ConnectionError("client closed the connection")
             parser.feed(data)
 
-    async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _handshake(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, forced_resource: str | None = None
+    ) -> None:
         cfg = self.config
         parser = pw.FrontendParser(cfg.max_message_size)
         peer = writer.get_extra_info("peername")
@@ -249,18 +346,23 @@ class Gateway:
         if encoding not in ("UTF8", "UNICODE"):
             raise _Fatal("22021", "the gateway only speaks UTF8 (client_encoding)")
         user = params["user"]
-        resource_name = params.get("database") or user
+        # An adopted tunnel's address serves one resource, whatever database the client names.
+        resource_name = forced_resource or params.get("database") or user
         resource = cfg.resources.get(resource_name)
         if resource is None:
             raise _Fatal("3D000", f"no resource named {resource_name!r} on this gateway")
 
         password = await self._authenticate_client(reader, writer, parser, user, encrypted)
         try:
-            credential = self.authority.authenticate(
-                user, password, resource=resource_name, client_ip=client_ip
-            )
+            if self.oidc is not None and looks_like_jwt(password):
+                credential = self.oidc.authenticate(password, resource=resource_name)
+            else:
+                credential = self.authority.authenticate(
+                    user, password, resource=resource_name, client_ip=client_ip
+                )
         except AuthError as exc:
             raise _Fatal("28P01", f"authentication failed: {exc}") from None
+        self._check_chain(credential)
 
         forwarded = {k: params[k] for k in FORWARDED_PARAMS if k in params}
         forwarded["client_encoding"] = "UTF8"
@@ -294,11 +396,14 @@ class Gateway:
             resource=resource_name,
             credential=credential,
             recording=recording,
-            policy=lambda: self.config.policy.session(credential.role, resource=resource_name),
+            policy=lambda: self.config.policy.session(
+                credential.role, resource=resource_name, within=self._chain_grants(credential)
+            ),
             masking=self._masking_for(resource_name),
             plan_masking=self._plan(resource_name),
             catalog=self._catalogs[resource.name],
             max_message_size=cfg.max_message_size,
+            access=self.broker,
         )
 
         def closed(s: Session) -> None:
@@ -320,6 +425,11 @@ class Gateway:
         )
         # Bytes the stream readers already hold would be lost once the protocols switch.
         session.start(parser.take_buffer() + _drain(reader), upstream.leftover + _drain(upstream.reader))
+
+    def _chain_grants(self, credential: Any) -> frozenset[str]:
+        """What every role along the token chain grants (the child never exceeds its parents)."""
+        grants = [self.role_grants(r) for r in credential.roles]
+        return frozenset.intersection(*grants) if grants else frozenset()
 
     async def _authenticate_client(
         self,

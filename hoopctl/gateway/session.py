@@ -93,6 +93,15 @@ class SessionContext:
     plan_masking: Callable[[bytes], Any]  # RowDescription bytes -> RowMasker | None | CatalogMiss
     catalog: Any  # Catalog or None
     max_message_size: int
+    access: Any = None  # AccessBroker: revocations, just-in-time grants, holds (None: no shared state)
+
+
+class _Hold(Exception):
+    """A refused statement whose role may be approved now: wait for the decision, then retry."""
+
+    def __init__(self, sql: str, role: str) -> None:
+        super().__init__(sql)
+        self.sql, self.role = sql, role
 
 
 def _refusal(message: str, hint: str = "") -> bytes:
@@ -170,6 +179,9 @@ class Session:
         self._cbuf = b""
         self._ended: list[_Pending] = []  # finished statements whose result is not recorded yet
         self.stalled = False
+        self.held = False  # client input waits while a statement is held for approval
+        self._hold_outcomes: dict[str, tuple[str, str]] = {}
+        self._grant_ids: tuple[str, ...] = ()
         self.closed = False
         self.status = "I"
         self.executed = 0
@@ -204,6 +216,9 @@ class Session:
     def from_client(self, data: bytes) -> None:
         if self.closed:
             return
+        if self.held:
+            self._cbuf += data
+            return
         buf = self._cbuf + data if self._cbuf else data
         out: list[bytes] = []
         used = 0
@@ -212,7 +227,15 @@ class Session:
             for tag, start, end in frames:
                 if self.closed:
                     return
-                self._client_frame(tag, buf, start, end, out)
+                try:
+                    self._client_frame(tag, buf, start, end, out)
+                except _Hold as hold:
+                    # Forward what came before; keep this message and the rest for later.
+                    if out:
+                        self.up.write(b"".join(out))
+                    self._cbuf = bytes(buf[start:])
+                    self._start_hold(hold)
+                    return
         except pw.ProtocolError as exc:
             if out:
                 self.up.write(b"".join(out))
@@ -286,6 +309,72 @@ class Session:
         else:  # Flush, CopyData, CopyDone, CopyFail
             out.append(raw)
 
+    def _sync_access(self) -> str | None:
+        """Applies revocations and live grants before a statement is judged; a refusal message or None."""
+        access = self.ctx.access
+        if access is None:
+            return None
+        if access.is_revoked(self.credential):
+            return "your gateway credential was revoked"
+        classes, ids = access.grants(self.credential)
+        if ids != self._grant_ids:
+            lost = set(self._grant_ids) - set(ids)
+            for request_id in sorted(lost):
+                self._event("grant-expired", request_id=request_id)
+            for request_id in sorted(set(ids) - set(self._grant_ids)):
+                self._event("grant-applied", request_id=request_id)
+            self._grant_ids = ids
+            self.policy.set_extra_grants(classes)
+            if lost and access.on_expiry == "end_session":
+                self.fatal("57P01", "terminating connection: a grant this session used has ended")
+                return "the session ended"
+        return None
+
+    def _event(self, kind: str, **fields: Any) -> None:
+        try:
+            self.recording.event(kind, **fields)
+        except Exception as exc:  # the next statement's record will fail closed
+            log.error("session recording failed: %s", exc)
+
+    def _maybe_hold(self, sql: str, verdict: Any) -> str | None:
+        """Raises _Hold when an approval may resolve this refusal; a refusal message after a hold."""
+        outcome = self._hold_outcomes.pop(sql, None)
+        if outcome is not None:
+            status, request_id = outcome
+            return f"hoopctl: statement not run: access request {request_id or '(none)'} {status}"
+        access = self.ctx.access
+        if access is None or not verdict.rule.endswith("-not-granted"):
+            return None
+        role = access.hold_role(self.credential, verdict.classes)
+        if role is not None:
+            raise _Hold(sql, role)
+        return None
+
+    def _start_hold(self, hold: _Hold) -> None:
+        self.held = True
+        self.client.pause_reading()
+
+        async def wait() -> None:
+            try:
+                outcome = await self.ctx.access.hold(
+                    self.credential,
+                    hold.role,
+                    hold.sql,
+                    session_id=getattr(self.recording, "sid", None),
+                    record_event=self._event,
+                )
+            except Exception:
+                log.exception("holding a statement failed")
+                outcome = ("failed", "")
+            if outcome[0] != "approved":
+                self._hold_outcomes[hold.sql] = outcome
+            self.held = False
+            if not self.closed:
+                self.client.resume_reading()
+                self.from_client(b"")
+
+        asyncio.ensure_future(wait())
+
     def _gate(self, text: str, proto: str) -> str | None:
         """Checks the credential itself; returns a refusal message, or None."""
         cred = self.credential
@@ -311,8 +400,10 @@ class Session:
             return _Refused(f"the gateway could not judge this statement ({type(exc).__name__})")
 
     def _query(self, sql: str, raw: bytes, out: list[bytes]) -> None:
-        problem = self._gate(sql, "simple")
+        problem = self._sync_access() or self._gate(sql, "simple")
         verdict = None if problem else self._verdict(self.policy.check_query, sql)
+        if verdict is not None and not verdict.allowed:
+            problem = self._maybe_hold(sql, verdict)
         if problem or not verdict.allowed:
             self._record(sql, None, False, verdict.rule if verdict else "credential", "simple")
             self._refuse_simple(problem or verdict.message, out)
@@ -340,10 +431,16 @@ class Session:
         if msg.name == RESERVED_NAME:
             self._refuse_extended("this statement name is reserved by the gateway", out)
             return
+        problem = self._sync_access()
+        if problem:
+            self._record(msg.sql, None, False, "credential", "extended")
+            self._refuse_extended(problem, out)
+            return
         verdict = self._verdict(lambda sql: self.policy.check_parse(sql, msg.name), msg.sql)
         if not verdict.allowed:
+            problem = self._maybe_hold(msg.sql, verdict) or verdict.message
             self._record(msg.sql, None, False, verdict.rule, "extended")
-            self._refuse_extended(verdict.message, out)
+            self._refuse_extended(problem, out)
             return
         self._statements[msg.name] = msg.sql
         out.append(raw)
@@ -351,6 +448,7 @@ class Session:
     def _bind(self, msg: pw.Bind, raw: bytes, out: list[bytes]) -> None:
         self._described.discard(msg.portal)
         self._portal_masker.pop(msg.portal, None)
+        self._sync_access()
         verdict = self._verdict(self.policy.check_execute, msg.statement)
         if not verdict.allowed:
             self._portals.pop(msg.portal, None)
