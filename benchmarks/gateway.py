@@ -253,7 +253,33 @@ def _wait_port(port: int, timeout: float = 15) -> None:
     raise RuntimeError(f"nothing listening on port {port}")
 
 
-def _pgbench(pg: LocalPostgres, port: int, user: str, password: str, mode: str, args: argparse.Namespace):
+def _proxy_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) used so far by the proxy processes and their children."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        try:
+            procs = [psutil.Process(pid)]
+            procs += procs[0].children(recursive=True)
+            for p in procs:
+                t = p.cpu_times()
+                total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def _pgbench(
+    pg: LocalPostgres,
+    port: int,
+    user: str,
+    password: str,
+    mode: str,
+    args: argparse.Namespace,
+    pids: list[int] = (),
+):
+    cpu0 = _proxy_cpu(list(pids))
     out = subprocess.run(
         [
             pg.bin("pgbench"),
@@ -281,9 +307,11 @@ def _pgbench(pg: LocalPostgres, port: int, user: str, password: str, mode: str, 
     )
     if out.returncode != 0:
         raise RuntimeError(f"pgbench on port {port} failed: {out.stderr.strip()[-400:]}")
+    cpu = _proxy_cpu(list(pids)) - cpu0
     tps = float(re.search(r"tps = ([\d.]+)", out.stdout).group(1))
     lat = float(re.search(r"latency average = ([\d.]+) ms", out.stdout).group(1))
-    return tps, lat
+    txns = int(re.search(r"number of transactions actually processed: (\d+)", out.stdout).group(1))
+    return tps, lat, (cpu / txns * 1e6 if pids and txns else float("nan"))
 
 
 def main() -> None:
@@ -335,6 +363,7 @@ def main() -> None:
                 daemon=True,
             )
         )
+        owner = {"pgbouncer": procs[0:1], "relay": procs[1:2], "gateway": procs[2:3]}
         targets = {
             "direct": (pg.port, "postgres", pg.password),
             "pgbouncer": (ports["pgbouncer"], "postgres", pg.password),
@@ -350,6 +379,7 @@ def main() -> None:
                         daemon=True,
                     )
                 )
+            owner["gateway2"] = procs[-2:]
             targets["gateway2"] = (ports["gateway2"], body, sig)
         if args.ablate:
             for name, off in ablations.items():
@@ -359,6 +389,7 @@ def main() -> None:
                         target=_run_gateway, args=(pg, work, ports[name], False, off, args.fsync), daemon=True
                     )
                 )
+                owner[name] = procs[-1:]
                 targets[name] = (ports[name], body, sig)
         if args.only:
             keep = set(args.only.split(",")) | {"direct", "pgbouncer", "relay", "gateway"}
@@ -377,8 +408,9 @@ def main() -> None:
             for mode in ("simple", "prepared"):
                 for name in order:
                     port, user, password = targets[name]
+                    pids = [p.pid for p in owner.get(name, [])]
                     results.setdefault((name, mode), []).append(
-                        _pgbench(pg, port, user, password, mode, args)
+                        _pgbench(pg, port, user, password, mode, args, pids)
                     )
                     done += 1
                     print(f"\r  {done}/{total} runs", end="", file=sys.stderr, flush=True)
@@ -406,12 +438,18 @@ def _report(results: dict, names: list[str], args: argparse.Namespace) -> None:
         row = f"{mode:<10}"
         for n in names:
             runs = results[(n, mode)]
-            row += f"{statistics.median(t for t, _ in runs):>11.0f} ({statistics.median(lat for _, lat in runs):5.3f})"
+            row += f"{statistics.median(r[0] for r in runs):>11.0f} ({statistics.median(r[1] for r in runs):5.3f})"
+        print(row)
+    print("proxy CPU per transaction, µs (user + system of the proxy processes; median)")
+    for mode in ("simple", "prepared"):
+        row = f"{mode:<10}"
+        for n in names:
+            row += f"{statistics.median(r[2] for r in results[(n, mode)]):>20.1f}"
         print(row)
     print()
     for mode in ("simple", "prepared"):
-        med = {n: statistics.median(t for t, _ in results[(n, mode)]) for n in names}
-        lat = {n: statistics.median(x for _, x in results[(n, mode)]) for n in names}
+        med = {n: statistics.median(r[0] for r in results[(n, mode)]) for n in names}
+        lat = {n: statistics.median(r[1] for r in results[(n, mode)]) for n in names}
         line = (
             f"{mode:<9} gateway/relay {med['gateway'] / med['relay']:.2f} (target >= 0.9)  "
             f"gateway/pgbouncer {med['gateway'] / med['pgbouncer']:.2f} (>= 0.6)  "
