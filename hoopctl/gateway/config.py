@@ -75,7 +75,18 @@ def load_config(path: Path | str) -> GatewayConfig:
     path = Path(path)
     root = load_yaml(path)
     root.check_keys(
-        {"listen", "tls", "token_key_file", "recordings", "limits", "resources", "roles", "masking"}
+        {
+            "listen",
+            "tls",
+            "token_key_file",
+            "recordings",
+            "limits",
+            "resources",
+            "roles",
+            "masking",
+            "access",
+            "oidc",
+        }
     )
     listen_host, listen_port = _listen(root)
     recordings = root.section("recordings")
@@ -100,7 +111,12 @@ def load_config(path: Path | str) -> GatewayConfig:
         workers=limits.int("workers", 1, lo=1, hi=64),
         resources=resources,
         policy=_policy(root),
-        masking=_masking(masking, binary, base=path.parent),
+        masking=_masking(
+            masking,
+            binary,
+            base=path.parent,
+            no_content=[r for r in resources.values() if not r.content_masking],
+        ),
         binary_masked_columns=binary,
         access=_access(root.section("access"), base=path.parent),
         oidc=_oidc(root),
@@ -226,11 +242,11 @@ def _policy(root: Section) -> Any:
         roles.fail(str(exc))
 
 
-def _masking(section: Section, binary: str, base: Path) -> Any:
+def _masking(section: Section, binary: str, base: Path, no_content: list[Resource]) -> Any:
     from hoopctl.gateway.masking import MaskingRules
 
     hash_key_file = section.path("hash_key_file", None)
-    kwargs = {}
+    kwargs: dict[str, Any] = {"no_content": [r.name for r in no_content]}
     if hash_key_file:
         path = _relative(hash_key_file, base)
         kwargs["hash_key"] = read_secret_file(path, file=section.file, key="masking.hash_key_file").encode()
