@@ -96,7 +96,7 @@ def load_config(path: Path | str) -> GatewayConfig:
     masking = root.section("masking")
     masking.check_keys({"binary", "hash_key_file", "rules"})
     binary = masking.choice("binary", ("null", "refuse"), "null")
-    resources = _resources(root.section("resources", required=True))
+    resources = _resources(root.section("resources", required=True), base=path.parent)
     if not resources:
         root.fail("at least one resource is needed", "resources")
     return GatewayConfig(
@@ -148,7 +148,7 @@ def _tls(section: Section, base: Path) -> TLSConfig | None:
     )
 
 
-def _resources(section: Section) -> dict[str, Resource]:
+def _resources(section: Section, base: Path) -> dict[str, Resource]:
     out = {}
     for name in section.data:
         res = section.section(name, required=True)
@@ -170,14 +170,14 @@ def _resources(section: Section) -> dict[str, Resource]:
             port=res.int("port", 5432, lo=1, hi=65535),
             dbname=res.str("dbname", name),
             user=res.str("user"),
-            password=_password(res),
+            password=_password(res, base),
             sslmode=res.choice("sslmode", SSLMODES, "prefer"),
             content_masking=res.bool("content_masking", True),
         )
     return out
 
 
-def _password(res: Section) -> str | None:
+def _password(res: Section, base: Path) -> str | None:
     """The upstream password comes from a root-only file or a systemd credential, never inline."""
     where = f"{res.where}"
     cred_name = res.str("password_credential", None)
@@ -190,7 +190,7 @@ def _password(res: Section) -> str | None:
         return read_secret_file(cred, file=res.file, key=f"{where}.password_credential")
     pw_file = res.path("password_file", None)
     if pw_file:
-        return read_secret_file(pw_file, file=res.file, key=f"{where}.password_file")
+        return read_secret_file(_relative(pw_file, base), file=res.file, key=f"{where}.password_file")
     return None
 
 
