@@ -39,6 +39,7 @@ class Stage:
     admin_socket: Path = Path("admin.sock")
     tokens: dict[str, str] = field(default_factory=dict)
     helper: ui.Psql | None = None
+    request_id: str = ""
 
     def psql_env(self, token: str) -> dict[str, str]:
         body, _, sig = token.rpartition(".")
