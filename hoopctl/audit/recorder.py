@@ -7,8 +7,13 @@ Durability against power loss follows the fsync policy:
 
 - ``always``: fsync before statement() returns;
 - ``batch`` (default): a background thread fsyncs dirty files every ``interval_ms``
-  (group commit); a power cut loses at most that window;
+  (group commit); a power cut loses at most that window. The thread sleeps until
+  something is written: an idle gateway costs no wakeups;
 - ``os``: left to the kernel, except at session end, which is always fsynced.
+
+A result record is not needed before anything is forwarded: result() seals it at
+once (its place in the chain is fixed) but writes it together with the session's
+next record, in one write(2), or within ``interval_ms`` (os: 50 ms) if none comes.
 
 Any failure to write raises ``RecordingError``: the caller must refuse the
 statement (no record, no forwarding). A session whose write failed stays failed.
@@ -221,6 +226,9 @@ class SessionRecording:
         "_refused",
         "_first",
         "_closed",
+        "_held",
+        "_wlock",
+        "_kick",
     )
 
     def __init__(self, recorder: Recorder, sid: str, fd: int, t0: float) -> None:
@@ -239,6 +247,11 @@ class SessionRecording:
         self._refused = 0
         self._first = ""
         self._closed = False
+        self._held = b""  # sealed result records not written yet
+        # Guards the fd's writes and _size against the background thread writing held
+        # results; never held across an fsync, so the connection never waits for one.
+        self._wlock = threading.Lock()
+        self._kick = recorder._kick
 
     # -- the hot path -------------------------------------------------------------
 
@@ -246,26 +259,72 @@ class SessionRecording:
         if self._error is not None:
             raise RecordingError(f"session {self.sid}: recording failed earlier ({self._error})")
         line, digest = seal(body)
-        try:
-            n = os.write(self._fd, line)
-            if n != len(line):
-                _write_all(self._fd, line[n:])
-            if self._always:
-                os.fsync(self._fd)
-                if os.fstat(self._fd).st_nlink == 0:
-                    raise OSError(errno.ENOENT, "the recording file was deleted")
-        except OSError as exc:
-            self._fail(exc)
-        self._dirty = True
+        with self._wlock:
+            if self._held:
+                data = self._held + line
+                self._held = b""
+            else:
+                data = line
+            try:
+                n = os.write(self._fd, data)
+                if n != len(data):
+                    _write_all(self._fd, data[n:])
+                if self._always:
+                    os.fsync(self._fd)
+                    if os.fstat(self._fd).st_nlink == 0:
+                        raise OSError(errno.ENOENT, "the recording file was deleted")
+            except OSError as exc:
+                self._fail(exc, data)
+            self._size += len(data)
         self._prev = digest
         self._seq += 1
-        self._size += len(line)
+        if not self._dirty:
+            self._dirty = True
+            self._kick()
         return digest
 
-    def _fail(self, exc: OSError) -> None:
+    def _hold(self, body: bytes) -> None:
+        """Seal a record now and write it with the next one (or from the background thread)."""
+        if self._error is not None:
+            raise RecordingError(f"session {self.sid}: recording failed earlier ({self._error})")
+        line, self._prev = seal(body)
+        self._seq += 1
+        with self._wlock:
+            if self._held:
+                self._held += line
+            else:
+                self._held = line
+        if not self._dirty:
+            self._dirty = True
+            self._kick()
+
+    def write_held(self) -> None:
+        """Write held result records (the background thread calls this)."""
+        if not self._held:
+            return
+        with self._wlock:
+            data = self._held
+            if not data or self._fd < 0 or self._error is not None:
+                return
+            self._held = b""
+            try:
+                _write_all(self._fd, data)
+            except OSError as exc:
+                with contextlib.suppress(RecordingError):
+                    self._fail(exc, data)
+                return
+            self._size += len(data)
+
+    def _fail(self, exc: OSError, lost: bytes = b"") -> None:
         # Cut a partly written record off, so that what is on disk stays a valid chain.
         with contextlib.suppress(OSError):
             os.ftruncate(self._fd, self._size)
+        if lost:
+            # Held results were sealed ahead of the disk: the chain's end is where the
+            # first lost record starts (the ledger's close must name what is on disk).
+            with contextlib.suppress(ChainError, KeyError, ValueError):
+                first = parse_line(lost[: lost.index(b"\n")]).record
+                self._prev, self._seq = str(first["prev"]), int(first["seq"])
         self._error = exc
         log.error("recording of session %s failed: %s", self.sid, _why(exc))
         raise RecordingError(f"session {self.sid}: cannot write the recording: {_why(exc)}") from exc
@@ -319,7 +378,7 @@ class SessionRecording:
             ).encode("ascii")
         except (TypeError, ValueError) as exc:
             raise RecordingError(f"session {self.sid}: cannot encode result: {exc}") from None
-        self._append(body)
+        self._hold(body)
 
     def event(self, kind: str, **fields: Any) -> None:
         """Record something that happened in the session: an access request or approval
@@ -355,8 +414,11 @@ class SessionRecording:
             if self._fd < 0 or not self._dirty:
                 return
             self._dirty = False
+            self.write_held()
             try:
-                os.fsync(self._fd)
+                # The file's name is made durable by the directory's fsync at open;
+                # fdatasync still writes the size that appends change.
+                os.fdatasync(self._fd)
             except OSError as exc:
                 self._error = exc
                 log.error("fsync of session %s failed: %s", self.sid, _why(exc))
@@ -445,6 +507,9 @@ class Recorder:
         self._open: dict[str, SessionRecording] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        # Set when something becomes dirty: the background thread sleeps on it.
+        self._wake = threading.Event()
+        self._kick = self._wake.set
         self._thread: threading.Thread | None = None
         self._closed = False
         self._sessions_dirty = False
@@ -559,6 +624,7 @@ class Recorder:
         self._sessions_dirty = True
         with self._lock:
             self._open[sid] = rec
+        self._kick()
         return rec
 
     def _always(self) -> bool:
@@ -610,15 +676,26 @@ class Recorder:
         self._ledger.fsync()
 
     def _sync_loop(self) -> None:
-        batch = self.fsync == "batch"
-        # Outside batch mode nothing waits on this thread: look for deleted files less often.
-        interval = self.interval if batch else max(self.interval, 0.05)
-        while not self._stop.wait(interval):
-            if batch:
+        syncing = self.fsync != "os"
+        # With os nothing waits on this thread: write held results and look for
+        # deleted files less often.
+        interval = self.interval if syncing else max(self.interval, 0.05)
+        wake, stop = self._wake, self._stop
+        while True:
+            # Asleep until a record is written (no wakeups while idle), then wait out
+            # the group-commit window, so that one pass covers every session.
+            wake.wait()
+            if stop.wait(interval):
+                return
+            wake.clear()
+            if syncing:
                 self.sync()
             with self._lock:
                 sessions = list(self._open.values())
             for rec in sessions:
+                if not syncing and rec._dirty:
+                    rec._dirty = False
+                    rec.write_held()
                 rec.check_linked()
 
     def sync(self) -> None:
@@ -721,6 +798,7 @@ class Recorder:
             except RecordingError as exc:
                 problems.append(str(exc))
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join()
         try:

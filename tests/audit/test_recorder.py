@@ -95,6 +95,7 @@ def test_batch_policy_fsyncs_in_the_background(tmp_path: Path, monkeypatch: pyte
         real(fd)
 
     monkeypatch.setattr(os, "fsync", counting)
+    monkeypatch.setattr(os, "fdatasync", counting)  # the background pass uses fdatasync
     with Recorder(tmp_path / "r", fsync="batch", interval_ms=5) as r:
         rec = r.open_session("a", (), "c", "db", "read")
         fd = _session_fd(rec)
@@ -400,3 +401,40 @@ def test_read_only_filesystem_raises_the_clear_error(tmp_path: Path) -> None:
         assert len(Recordings(mnt / "r").load(sid)["items"]) == 5
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_result_is_written_with_the_next_record_or_soon_after(tmp_path: Path) -> None:
+    with Recorder(tmp_path / "r", fsync="os", interval_ms=5) as r:
+        rec = r.open_session("a", (), "c", "db", "read")
+        path = tmp_path / "r" / "sessions" / f"{rec.sid}.jsonl"
+        h = rec.statement("SELECT 1", None, True, "read", "simple")
+        rec.result(h, 0.5, 1, None, 0)
+        rec.statement("SELECT 2", None, True, "read", "simple")
+        kinds = [json.loads(x)["kind"] for x in path.read_bytes().splitlines()]
+        assert kinds == ["start", "stmt", "result", "stmt"]  # in chain order, before the next stmt
+        rec.result(h + 2, 0.5, 1, None, 0)
+        deadline = time.monotonic() + 2
+        while path.read_bytes().count(b'"kind":"result"') < 2 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert path.read_bytes().count(b'"kind":"result"') == 2  # an idle session's result lands too
+        rec.close()
+    report = Recordings(tmp_path / "r").verify()
+    assert report.ok, report.problems
+
+
+def test_idle_recorder_does_not_wake_to_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    with Recorder(tmp_path / "r", fsync="batch", interval_ms=2) as r:
+        rec = r.open_session("a", (), "c", "db", "read")
+        rec.statement("SELECT 1", None, True, "read", "simple")
+        time.sleep(0.1)  # the one pass for that statement is over
+        real = os.fdatasync
+        monkeypatch.setattr(os, "fdatasync", lambda fd: (calls.append(fd), real(fd)))
+        time.sleep(0.1)
+        assert calls == []
+        rec.statement("SELECT 2", None, True, "read", "simple")
+        deadline = time.monotonic() + 2
+        while not calls and time.monotonic() < deadline:
+            time.sleep(0.002)
+        assert calls  # a write wakes it
+        rec.close()
