@@ -46,7 +46,9 @@ class AccessBroker:
 
         service = AccessService(open_store(access.state))
         state = AccessState(service, interval_s=access.poll_interval_ms / 1000)
-        return cls(service, state, role_grants=role_grants, requestable=access.roles, on_expiry=access.on_expiry)
+        return cls(
+            service, state, role_grants=role_grants, requestable=access.roles, on_expiry=access.on_expiry
+        )
 
     def start(self) -> AccessBroker:
         self.state.start()
