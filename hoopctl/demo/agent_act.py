@@ -259,6 +259,7 @@ def agent_act(stage: Stage) -> None:
     )
 
     step("the agent's own account of what it did")
+    time.sleep(1.2)  # the agent refreshes its status file every status_interval (1s here)
     run(cli("agent", "status", "--state-dir", "agent-state"), max_lines=20)
     agent.proc.stop()
     relay.stop()

@@ -132,10 +132,15 @@ def _start_gateway(stage: Stage) -> None:
     stage.stack.callback(gateway.stop)
     stage.gateway = gateway
     stage.gateway_port = port
-    ui.wait_for(
-        lambda: ui.port_open(port) or (not gateway.alive() and check(False, "the gateway started")),
-        f"the gateway listens on 127.0.0.1:{port}",
-    )
+
+    def up() -> bool:
+        if not gateway.alive():
+            for line in gateway.log_text().splitlines()[-10:]:
+                note(f"gateway.log: {line}")
+            check(False, "the gateway started")
+        return ui.port_open(port)
+
+    ui.wait_for(up, f"the gateway listens on 127.0.0.1:{port}")
     ui.wait_for(stage.admin_socket.exists, "the gateway's admin socket is there")
     check(ui.port_open(port), f"the gateway listens on 127.0.0.1:{port}")
 
@@ -158,6 +163,7 @@ def _tokens(stage: Stage) -> None:
     )
     helper = ui.secret(out.stdout.strip().splitlines()[-1].strip())
     note(f"HELPER={ui.shorten(helper)}")
+    note("(tokens are shown shortened; the helper's is the job's token with narrowing caveats appended)")
     stage.tokens.update(JOB=job, HELPER=helper)
     shown = run(cli("token", "inspect", helper), show=False, shown_as='hoopctl token inspect "$HELPER"')
     try:

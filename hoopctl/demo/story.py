@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -21,9 +22,15 @@ from hoopctl.demo import ui
 from hoopctl.demo.scan_act import scan_act
 
 
+def _stop(signum: int, frame: object) -> None:
+    # Unwinds like a failed check, so everything started so far is stopped and removed.
+    raise ui.DemoFailed("demo: terminated")
+
+
 def main() -> int:
     click.secho("hoopctl demo: least privilege where automation erodes it", bold=True)
     started = time.monotonic()
+    signal.signal(signal.SIGTERM, _stop)
     workdir = Path(tempfile.mkdtemp(prefix="hoopctl-demo-"))
     ui.CWD = workdir
     try:
