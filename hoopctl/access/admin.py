@@ -67,9 +67,12 @@ class AdminAPI:
         roles: dict[str, RoleAccess],
         identify_token: Callable[[str, str], str] | None = None,
         adopt: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        on_change: Callable[[], Any] | None = None,
     ) -> None:
         self.service = service
         self.adopt = adopt
+        # Called after a decision, so this gateway applies it at once rather than at its next poll.
+        self.on_change = on_change or (lambda: None)
         self.approver_group = approver_group
         self.roles = roles
         self.identify_token = identify_token
@@ -135,12 +138,12 @@ class AdminAPI:
         reason = str(req.get("reason", ""))
         if op == "revoke-token":
             self.service.revoke_token(str(req.get("token_id", "")), peer.user, reason)
+            self.on_change()
             return {"ok": True}
-        request_id = str(req.get("id", ""))
-        action = {"approve": self.service.approve, "deny": self.service.deny, "revoke": self.service.revoke}[
-            op
-        ]
-        return {"ok": True, "request": asdict(action(request_id, peer.user, reason))}
+        actions = {"approve": self.service.approve, "deny": self.service.deny, "revoke": self.service.revoke}
+        decided = actions[op](str(req.get("id", "")), peer.user, reason)
+        self.on_change()
+        return {"ok": True, "request": asdict(decided)}
 
 
 def _error(message: str) -> dict[str, Any]:

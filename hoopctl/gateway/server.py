@@ -123,6 +123,7 @@ class Gateway:
             roles=access.roles,
             identify_token=self._identify,
             adopt=self._adopt_from_thread,
+            on_change=self.broker.state.refresh,
         )
         self._admin = await serve_admin(api, Path(access.admin_socket))
         log.info("admin API on %s", access.admin_socket)
