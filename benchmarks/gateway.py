@@ -35,7 +35,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hoopctl.access.tokens import TokenAuthority, generate_key, load_key  # noqa: E402
-from hoopctl.gateway.config import GatewayConfig, Resource  # noqa: E402
 from hoopctl.localpg import LocalPostgres, free_port  # noqa: E402
 
 DB = "bench"
@@ -103,7 +102,9 @@ def _run_relay(listen_port: int, target_port: int) -> None:
 # ---------------------------------------------------------------- the gateway
 
 
-def _gateway_config(pg: LocalPostgres, work: Path, port: int, fsync: str = "batch") -> GatewayConfig:
+def _gateway_config(pg: LocalPostgres, work: Path, port: int, fsync: str = "batch") -> object:
+    # Imported here, not at the top: a --baseline-src gateway must get its own classes.
+    from hoopctl.gateway.config import GatewayConfig, Resource
     from hoopctl.gateway.masking import MaskingRules
     from hoopctl.gateway.policy import Policy
 
@@ -177,10 +178,17 @@ def _run_gateway(
     reuse_port: bool,
     off: frozenset = frozenset(),
     fsync: str = "batch",
+    src: str = "",
 ) -> None:
     import dataclasses
 
     import uvloop
+
+    if src:
+        # Another checkout (an earlier commit's worktree): the gateway code from there.
+        for mod in [m for m in sys.modules if m == "hoopctl" or m.startswith("hoopctl.")]:
+            del sys.modules[mod]
+        sys.path.insert(0, src)
 
     from hoopctl.gateway.server import Gateway
 
@@ -328,6 +336,16 @@ def main() -> None:
     ap.add_argument(
         "--fsync", default="batch", choices=("batch", "os", "always"), help="the gateway's recording fsync"
     )
+    ap.add_argument(
+        "--also-fsync",
+        default="",
+        help="comma-separated fsync policies to run as extra gateways (gw-fsync-<policy>) in the same rounds",
+    )
+    ap.add_argument(
+        "--baseline-src",
+        default="",
+        help="also run the gateway from this checkout (e.g. `git worktree add /tmp/old HEAD~3`) as gw-baseline",
+    )
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="hoopctl-bench-"))
@@ -391,8 +409,30 @@ def main() -> None:
                 )
                 owner[name] = procs[-1:]
                 targets[name] = (ports[name], body, sig)
+        for policy in filter(None, args.also_fsync.split(",")):
+            name = f"gw-fsync-{policy}"
+            ports[name] = free_port()
+            procs.append(
+                ctx.Process(
+                    target=_run_gateway, args=(pg, work, ports[name], False, frozenset(), policy), daemon=True
+                )
+            )
+            owner[name] = procs[-1:]
+            targets[name] = (ports[name], body, sig)
+        if args.baseline_src:
+            ports["gw-baseline"] = free_port()
+            procs.append(
+                ctx.Process(
+                    target=_run_gateway,
+                    args=(pg, work, ports["gw-baseline"], False, frozenset(), args.fsync, args.baseline_src),
+                    daemon=True,
+                )
+            )
+            owner["gw-baseline"] = procs[-1:]
+            targets["gw-baseline"] = (ports["gw-baseline"], body, sig)
         if args.only:
             keep = set(args.only.split(",")) | {"direct", "pgbouncer", "relay", "gateway"}
+            keep |= {n for n in targets if n.startswith("gw-fsync-") or n == "gw-baseline"}
             targets = {k: v for k, v in targets.items() if k in keep}
         for p in procs[1:]:
             p.start()

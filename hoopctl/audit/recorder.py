@@ -79,6 +79,7 @@ def _encode_params(params: list[Any]) -> str:
 
 _time = time.time
 _mono = time.monotonic
+_CHECK_EVERY_S = 0.05
 
 
 class RecordingError(RuntimeError):
@@ -681,6 +682,7 @@ class Recorder:
         # deleted files less often.
         interval = self.interval if syncing else max(self.interval, 0.05)
         wake, stop = self._wake, self._stop
+        next_check = 0.0
         while True:
             # Asleep until a record is written (no wakeups while idle), then wait out
             # the group-commit window, so that one pass covers every session.
@@ -692,11 +694,20 @@ class Recorder:
                 self.sync()
             with self._lock:
                 sessions = list(self._open.values())
-            for rec in sessions:
-                if not syncing and rec._dirty:
-                    rec._dirty = False
-                    rec.write_held()
-                rec.check_linked()
+            if not syncing:
+                for rec in sessions:
+                    if rec._dirty:
+                        rec._dirty = False
+                        rec.write_held()
+            # Every system call here hands the GIL back and forth with the event loop:
+            # look for deleted files every 50 ms, not on every group commit.
+            now = _mono()
+            if now >= next_check:
+                next_check = now + _CHECK_EVERY_S
+                for rec in sessions:
+                    rec.check_linked()
+            else:
+                wake.set()  # come back for the check even if nothing more is written
 
     def sync(self) -> None:
         """fsync every file written since the last call (the group commit).
