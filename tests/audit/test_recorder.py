@@ -438,3 +438,29 @@ def test_idle_recorder_does_not_wake_to_fsync(tmp_path: Path, monkeypatch: pytes
             time.sleep(0.002)
         assert calls  # a write wakes it
         rec.close()
+
+
+def test_write_error_with_a_held_result_keeps_the_ledger_matching_the_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = tmp_path / "r"
+    with Recorder(d, fsync="os") as r:
+        rec = r.open_session("a", (), "c", "db", "read")
+        h = rec.statement("SELECT 1", None, True, "read", "simple")
+        rec.result(h, 0.5, 1, None, 0)  # held: sealed, not yet written
+        real = os.write
+
+        def failing(fd: int, data: bytes) -> int:
+            if fd == rec._fd:
+                raise OSError(errno.EIO, "Input/output error")
+            return real(fd, data)
+
+        monkeypatch.setattr(os, "write", failing)
+        with pytest.raises(RecordingError, match="Input/output error"):
+            rec.statement("DROP TABLE accounts", None, True, "ddl", "simple")
+        monkeypatch.setattr(os, "write", real)
+        with pytest.raises(RecordingError):
+            rec.close()
+    report = Recordings(d).verify()
+    assert report.ok, report.problems  # the ledger's seal names the last record on disk
+    assert [i["text"] for i in Recordings(d).load(rec.sid)["items"]] == ["SELECT 1"]
