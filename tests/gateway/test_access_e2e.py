@@ -294,3 +294,26 @@ def test_two_gateways_sharing_postgres_state_see_each_others_approvals(base_conf
         for h in handles:
             _stop(h)
         items.psql("DROP DATABASE hoop_shared_state")
+
+
+def test_grant_expiry_can_end_the_session(base_config, items, tmp_path):
+    config = replace(
+        base_config,
+        policy=Policy.from_roles({"reader": ["read"], "writer": ["read", "write"]}),
+        access=replace(access_config(tmp_path, writer=RoleAccess(mode="request")), on_expiry="end_session"),
+        recordings_dir=tmp_path / "rec",
+    )
+    handle = _run_gateway(config, TokenAuthority(load_key(config.token_key_file)), items)
+    try:
+        with connect(handle, handle.token(role="reader", identity="oncall")) as oncall:
+            service = handle.gateway.broker.service
+            service.approve(service.request("oncall", DBNAME, "writer", 1.0, "incident").id, "alice")
+            handle.gateway.broker.state.refresh()
+            insert(oncall, "during the grant")
+            time.sleep(1.3)
+            with pytest.raises(psycopg.OperationalError, match="grant this session used has ended"):
+                oncall.execute("SELECT 1")
+        kinds = [r["event"] for r in _records(handle) if r["kind"] == "event"]
+        assert kinds[:2] == ["grant-applied", "grant-expired"]
+    finally:
+        _stop(handle)
