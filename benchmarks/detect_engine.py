@@ -1,4 +1,4 @@
-"""Engine-only throughput on realistic text: `python tests/detect/bench_engine.py [MB]`.
+"""Engine-only throughput on realistic text: `python benchmarks/detect_engine.py [MB]`.
 
 Feeds real files from this machine (Python sources, docs, configs, logs) to `Detector.scan`, one call
 per file as the scanner does, and prints MB/s. Not a test; no assertions (machines here are noisy).
