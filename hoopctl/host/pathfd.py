@@ -64,14 +64,19 @@ def _explain(exc: OSError, shown: bytes) -> UnsafePath:
     return UnsafePath(exc.errno, f"{os.strerror(exc.errno or 0)}: {display(shown)}")
 
 
-def open_dir(path: PathLike) -> int:
-    """Open an absolute directory path without following any symlink; the caller closes the fd."""
-    parts = components(path)
+def _descend(parts: list[bytes], create: tuple[int, int] | None = None) -> int:
+    """Open `/` then each component with O_NOFOLLOW|O_DIRECTORY relative to the last one.
+
+    With `create=(mode, parents_mode)`, missing components are made first (the last with `mode`).
+    """
     fd = os.open(b"/", _DIR_FLAGS)
     walked = b""
     try:
-        for name in parts:
+        for i, name in enumerate(parts):
             walked += b"/" + name
+            if create is not None:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(name, create[0] if i == len(parts) - 1 else create[1], dir_fd=fd)
             try:
                 nxt = os.open(name, _DIR_FLAGS, dir_fd=fd)
             except OSError as exc:
@@ -82,6 +87,11 @@ def open_dir(path: PathLike) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def open_dir(path: PathLike) -> int:
+    """Open an absolute directory path without following any symlink; the caller closes the fd."""
+    return _descend(components(path))
 
 
 def open_parent(path: PathLike) -> tuple[int, bytes]:
@@ -94,25 +104,7 @@ def open_parent(path: PathLike) -> tuple[int, bytes]:
 
 def ensure_dir(path: PathLike, mode: int = 0o700, parents_mode: int = 0o755) -> int:
     """Open a directory, creating missing components (the last with ``mode``); no symlinks followed."""
-    parts = components(path)
-    fd = os.open(b"/", _DIR_FLAGS)
-    walked = b""
-    try:
-        for i, name in enumerate(parts):
-            walked += b"/" + name
-            want = mode if i == len(parts) - 1 else parents_mode
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(name, want, dir_fd=fd)
-            try:
-                nxt = os.open(name, _DIR_FLAGS, dir_fd=fd)
-            except OSError as exc:
-                raise _explain(exc, walked) from None
-            os.close(fd)
-            fd = nxt
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+    return _descend(components(path), create=(mode, parents_mode))
 
 
 def lstat_at(dir_fd: int, name: bytes) -> os.stat_result | None:
