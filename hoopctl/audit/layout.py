@@ -11,6 +11,7 @@ statement; only session starts and ends go through the shared, locked ledger.
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -48,3 +49,18 @@ def resolve_dir(option: str | Path | None) -> Path:
         return Path(option)
     env = os.environ.get(ENV_DIR)
     return Path(env) if env else DEFAULT_DIR
+
+
+def recorder_alive(recorders_fd: int, rid: str) -> bool:
+    """Whether recorder `rid` still holds its lock file (a probe: takes the lock only if free)."""
+    try:
+        fd = os.open(rid + ".lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=recorders_fd)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False

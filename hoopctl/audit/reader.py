@@ -16,7 +16,6 @@ What verify can prove, and what it cannot:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -294,19 +293,6 @@ class Recordings:
             raise RecordingsError(f"session file for {sid} is missing from {self.dir / layout.SESSIONS}")
         return chain
 
-    def _recorder_alive(self, dfd: int, rid: str) -> bool:
-        try:
-            fd = os.open(f"{layout.RECORDERS}/{rid}.lock", _READ, dir_fd=dfd)
-        except OSError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
-
     # -- verify -------------------------------------------------------------------
 
     def verify(self, sid: str | None = None) -> VerifyReport:
@@ -382,7 +368,7 @@ class Recordings:
             return
         if seal is None:
             rid = str(opened[1].get("recorder"))
-            state = "open" if self._recorder_alive(dfd, rid) else "unsealed: its recorder is gone"
+            state = "open" if _recorder_alive(dfd, rid) else "unsealed: its recorder is gone"
             warnings.append(Problem(name, None, None, f"session {state}; its tail cannot be checked yet"))
             return
         self._check_seal(name, chain, seal, problems, warnings)
@@ -480,6 +466,17 @@ class Recordings:
         """A session as one document: start, statements with their results, events, end."""
         chain = self.read_session(sid)
         return assemble(chain.records)
+
+
+def _recorder_alive(dfd: int, rid: str) -> bool:
+    try:
+        rfd = layout.open_dir(layout.RECORDERS, dir_fd=dfd)
+    except OSError:
+        return False
+    try:
+        return layout.recorder_alive(rfd, rid)
+    finally:
+        os.close(rfd)
 
 
 def _clean(rec: dict[str, Any]) -> dict[str, Any]:

@@ -745,7 +745,7 @@ class Recorder:
         alive: dict[str, bool] = {}
         for sid, rid in owner.items():
             if rid not in alive:
-                alive[rid] = self._recorder_alive(rid)
+                alive[rid] = layout.recorder_alive(self._rdfd, rid)
             if not alive[rid]:
                 ledger.append("recover", {"sid": sid, "recorder": rid, "by": self.id, **self._scan(sid)})
                 log.warning("sealed session %s left open by recorder %s", sid, rid)
@@ -753,19 +753,6 @@ class Recorder:
             if not live:
                 with contextlib.suppress(OSError):
                     os.unlink(rid + ".lock", dir_fd=self._rdfd)
-
-    def _recorder_alive(self, rid: str) -> bool:
-        try:
-            fd = os.open(rid + ".lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._rdfd)
-        except OSError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
 
     def _scan(self, sid: str) -> dict[str, Any]:
         """What a dead recorder left of a session: valid records, last hash, torn tail."""
