@@ -136,6 +136,8 @@ def _gateway_config(pg: LocalPostgres, work: Path, port: int, fsync: str = "batc
 class _AllowAll:
     """Ablation only (--ablate): a policy that judges nothing."""
 
+    roles: dict = {}  # noqa: RUF012 - the gateway asks a role's grants when checking a token chain
+
     class _Verdict:
         allowed, classes, rule, message = True, frozenset(), "ablation", ""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,8 +48,11 @@ def write_session(recorder: Recorder, identity: str = "alice", statements: int =
 def written(tmp_path: Path) -> Written:
     """Three closed sessions by three identities."""
     d = tmp_path / "recs"
+    sids = []
     with Recorder(d) as recorder:
-        sids = [write_session(recorder, name) for name in ("alice", "bob", "carol")]
+        for name in ("alice", "bob", "carol"):
+            sids.append(write_session(recorder, name))
+            time.sleep(0.002)  # ids sort by millisecond only: keep creation order visible
     return Written(d, sids)
 
 
