@@ -42,7 +42,7 @@ WRITE_HIGH = 256 * 1024
 
 _UNSET = object()
 _D, _T, _C, _E, _Z, _N, _A, _S, _I, _s, _n = (ord(c) for c in "DTCEZNASIsn")
-_Q, _p, _B = ord("Q"), ord("p"), ord("B")
+_Q, _p, _B, _P = ord("Q"), ord("p"), ord("B"), ord("P")
 
 
 class _Kind:
@@ -271,6 +271,17 @@ class Session:
                 raise pw.ProtocolError("Sync: trailing bytes")
             self._pending.append(_SYNC)
             out.append(b"S\0\0\0\4")
+        elif tag == _D:  # Describe (libpq sends one with every prepared execution)
+            kind = buf[start + 5] if end - start > 6 else 0
+            if kind != _P and kind != _S:
+                raise pw.ProtocolError("Describe: kind must be S or P")
+            if buf.find(b"\0", start + 6, end) != end - 1:
+                raise pw.ProtocolError("Describe: malformed name")
+            try:
+                name = buf[start + 6 : end - 1].decode()
+            except UnicodeDecodeError:
+                raise pw.ProtocolError("Describe: name is not valid UTF-8") from None
+            self._describe(kind == _P, name, buf[start:end], out)
         else:
             raw = buf[start:end]
             msg = pw.decode_frontend(raw[:1], raw[5:])
@@ -284,11 +295,6 @@ class Session:
             self._bind(msg, raw, out)
         elif cls is pw.Parse:
             self._parse(msg, raw, out)
-        elif cls is pw.Describe:
-            if msg.kind == "P":
-                self._described.add(msg.name)
-            self._pending.append(_Pending(_Kind.DESCRIBE, portal=msg.name if msg.kind == "P" else None))
-            out.append(raw)
         elif cls is pw.Close:
             if msg.kind == "S":
                 self._statements.pop(msg.name, None)
@@ -308,6 +314,12 @@ class Session:
             )
         else:  # Flush, CopyData, CopyDone, CopyFail
             out.append(raw)
+
+    def _describe(self, portal: bool, name: str, raw: bytes, out: list[bytes]) -> None:
+        if portal:
+            self._described.add(name)
+        self._pending.append(_Pending(_Kind.DESCRIBE, portal=name if portal else None))
+        out.append(raw)
 
     def _sync_access(self) -> str | None:
         """Applies revocations and live grants before a statement is judged; a refusal message or None."""
