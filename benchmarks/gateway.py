@@ -10,8 +10,10 @@ Starts its own PostgreSQL (hoopctl.localpg), then, in separate processes:
   gateway2   the same with two worker processes on one port (SO_REUSEPORT)
 and runs `pgbench -S -c 8 -j 2 -T N` in simple and prepared mode against each,
 rotating the order every round. Prints the median TPS, the ratios and the mean
-latency the gateway adds. Targets: gateway >= 0.9 x relay, >= 0.6 x pgbouncer,
-added mean latency < 0.3 ms.
+latency the gateway adds; then, with one client, the latency a lone caller sees
+(with 8 clients on 2 cores the mean latency is mostly queueing: 8 / TPS).
+Targets: gateway >= 0.9 x relay, >= 0.6 x pgbouncer, added mean latency < 0.3 ms.
+The proxy CPU of the gateway includes its fsync helper process.
 """
 
 from __future__ import annotations
@@ -288,7 +290,9 @@ def _pgbench(
     mode: str,
     args: argparse.Namespace,
     pids: list[int] = (),
+    clients: int = 0,
 ):
+    clients = clients or args.clients
     cpu0 = _proxy_cpu(list(pids))
     out = subprocess.run(
         [
@@ -298,9 +302,9 @@ def _pgbench(
             "-M",
             mode,
             "-c",
-            str(args.clients),
+            str(clients),
             "-j",
-            "2",
+            str(min(2, clients)),
             "-T",
             str(args.seconds),
             "-h",
@@ -457,7 +461,14 @@ def main() -> None:
                     done += 1
                     print(f"\r  {done}/{total} runs", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
+        # One client: the latency a lone caller sees, without 8 clients queueing for 2 cores.
+        alone = {}
+        for mode in ("simple", "prepared"):
+            for name in ("direct", "pgbouncer", "relay", "gateway"):
+                port, user, password = targets[name]
+                alone[(name, mode)] = _pgbench(pg, port, user, password, mode, args, clients=1)[1]
         _report(results, names, args)
+        _report_alone(alone, args)
     finally:
         for p in procs:
             if isinstance(p, subprocess.Popen):
@@ -501,6 +512,18 @@ def _report(results: dict, names: list[str], args: argparse.Namespace) -> None:
         if "gateway2" in med:
             line += f"  2 workers/1 worker {med['gateway2'] / med['gateway']:.2f}"
         print(line)
+
+
+def _report_alone(alone: dict, args: argparse.Namespace) -> None:
+    print(f"\none client (pgbench -S -c 1 -T {args.seconds}): mean latency ms")
+    for mode in ("simple", "prepared"):
+        lat = {n: alone[(n, mode)] for n in ("direct", "pgbouncer", "relay", "gateway")}
+        print(
+            f"{mode:<9} "
+            + "  ".join(f"{n} {v:.3f}" for n, v in lat.items())
+            + f"  gateway adds {lat['gateway'] - lat['direct']:+.3f} ms (< 0.3)"
+            + f", pgbouncer adds {lat['pgbouncer'] - lat['direct']:+.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -197,17 +197,12 @@ class Session:
             self.from_client(pending_client)
 
     def reload(self) -> None:
-        """Called after SIGHUP: the next statement is judged by the new policy."""
+        """Called after SIGHUP: the next statement is judged by the new policy.
+
+        Names prepared before (protocol Parse or SQL PREPARE) keep what they do, and
+        run on if, and only if, the new grants allow that at Bind or EXECUTE."""
         policy = self._policy_getter()
-        # The new SessionPolicy starts empty: judge again what this session has prepared, so
-        # a Bind to it works if (and only if) the new policy allows it.
-        for name, sql in list(self._statements.items()):
-            try:
-                if not policy.check_parse(sql, name).allowed:
-                    del self._statements[name]
-            except Exception:
-                log.exception("policy check failed during reload")
-                del self._statements[name]
+        policy.inherit(self.policy)
         self.policy = policy
         self.masking = self.ctx.masking()
 

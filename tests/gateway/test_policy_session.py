@@ -168,7 +168,17 @@ def test_a_reloaded_policy_keeps_the_session_prepared_names() -> None:
     session = before.session("app")
     session.check_query("PREPARE w AS DELETE FROM accounts")
     after = Policy.from_config({"app": {"grants": ["read"]}})  # SIGHUP took write away
-    moved = session.rebound(after)
+    moved = after.session("app")
+    moved.inherit(session)
     assert moved.check_query("EXECUTE w").rule == "write-not-granted"
     assert moved.check_query("SELECT 1").allowed
     assert after.session("app").check_query("EXECUTE w").rule == "unknown-prepared-statement:w"
+
+
+def test_a_reload_keeps_the_session_just_in_time_grants() -> None:
+    before = Policy.from_config({"app": {"grants": ["read"]}})
+    session = before.session("app")
+    session.set_extra_grants(frozenset({"write"}))  # an approved request
+    moved = Policy.from_config({"app": {"grants": ["read"]}}).session("app")
+    moved.inherit(session)
+    assert moved.check_query("DELETE FROM accounts").allowed

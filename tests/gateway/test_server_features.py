@@ -99,6 +99,30 @@ def test_reload_applies_to_the_next_statement_without_dropping_the_connection(fr
         assert conn.execute("SELECT count(*) FROM accounts").fetchone() == (50,)
 
 
+def test_names_prepared_before_a_reload_run_on_as_the_new_grants_allow(fresh_gateway):
+    from hoopctl.gateway.policy import Policy
+
+    gw = fresh_gateway
+    with psycopg.connect(gw.dsn(gw.token()), autocommit=True) as conn:
+        conn.execute("PREPARE counted AS SELECT count(*) FROM accounts")
+        query = "SELECT count(*) FROM accounts WHERE id > %s"
+        assert conn.execute(query, (0,), prepare=True).fetchone() == (50,)  # a protocol-level name
+        gw.loop.call_soon_threadsafe(gw.gateway.reload, dataclasses.replace(gw.config))
+        time.sleep(0.2)
+        assert conn.execute("EXECUTE counted").fetchone() == (50,)
+        assert conn.execute(query, (0,), prepare=True).fetchone() == (50,)
+        strict = dataclasses.replace(gw.config, policy=Policy.from_roles({"reader": [], "writer": ["read"]}))
+        gw.loop.call_soon_threadsafe(gw.gateway.reload, strict)
+        time.sleep(0.2)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("EXECUTE counted")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(query, (0,), prepare=True)
+        gw.loop.call_soon_threadsafe(gw.gateway.reload, gw.config)
+        time.sleep(0.2)
+        assert conn.execute("EXECUTE counted").fetchone() == (50,)
+
+
 def test_drain_stops_accepting_and_ends_sessions_after_the_timeout(fresh_gateway):
     gw = fresh_gateway
     conn = psycopg.connect(gw.dsn(gw.token()), autocommit=True)

@@ -229,12 +229,13 @@ class SessionPolicy:
         self._extra = frozenset(extra_grants)
         self._grants = self._compute_grants()
 
-    def rebound(self, policy: Policy) -> SessionPolicy:
-        """This session under a reloaded policy (SIGHUP), keeping what its prepared names do."""
-        fresh = SessionPolicy(policy, self.role, self._extra, resource=self.resource, within=self._within)
-        fresh._prepared = dict(self._prepared)
-        fresh._history = dict(self._history)
-        return fresh
+    def inherit(self, old: SessionPolicy) -> None:
+        """Take over a session's state from before a reload (SIGHUP): what its prepared
+        names do (judged by this policy's grants at each EXECUTE), and its live
+        just-in-time grants."""
+        self._prepared = dict(old._prepared)
+        self._history = dict(old._history)
+        self.set_extra_grants(old._extra)
 
     def check_query(self, sql: str) -> Verdict:
         """A simple-protocol Query: every statement must be allowed, or the whole string is refused."""
