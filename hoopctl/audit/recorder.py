@@ -847,14 +847,18 @@ class Recorder:
     # -- recovery -----------------------------------------------------------------
 
     def _recover(self, ledger: Ledger) -> None:
-        """Seal sessions left open by recorders that are gone (crashed or killed)."""
+        """Seal sessions left open by recorders that are gone (crashed or killed), and
+        remove the lock files those recorders left."""
         owner: dict[str, str] = {}
+        registered: set[str] = set()
         for rec in ledger.read_all():
             kind, sid = rec.get("kind"), rec.get("sid")
             if kind == "open" and isinstance(sid, str):
                 owner[sid] = str(rec.get("recorder"))
             elif kind in ("close", "recover"):
                 owner.pop(sid, None)
+            elif kind == "recorder":
+                registered.add(str(rec.get("recorder")))
         alive: dict[str, bool] = {}
         for sid, rid in owner.items():
             if rid not in alive:
@@ -862,6 +866,12 @@ class Recorder:
             if not alive[rid]:
                 ledger.append("recover", {"sid": sid, "recorder": rid, "by": self.id, **self._scan(sid)})
                 log.warning("sealed session %s left open by recorder %s", sid, rid)
+        # A recorder locks its file before it registers in the ledger (we hold the
+        # ledger's lock): a registered one whose lock is free is dead, never starting.
+        for name in os.listdir(self._rdfd):
+            rid = name.removesuffix(".lock")
+            if rid in registered and rid != self.id and rid not in alive:
+                alive[rid] = layout.recorder_alive(self._rdfd, rid)
         for rid, live in alive.items():
             if not live:
                 with contextlib.suppress(OSError):

@@ -172,6 +172,23 @@ def test_live_recorder_sessions_are_not_sealed_by_another(tmp_path: Path) -> Non
     assert report.ok and not report.warnings
 
 
+def test_lock_files_of_dead_recorders_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
+    d = tmp_path / "r"
+    crash = (
+        "import os, signal; from hoopctl.audit.recorder import Recorder; "
+        f"print(Recorder({str(d)!r}).id, flush=True); os.kill(os.getpid(), signal.SIGKILL)"
+    )
+    out = subprocess.run([sys.executable, "-c", crash], capture_output=True, text=True, timeout=60)
+    crashed = out.stdout.strip()
+    locks = d / "recorders"
+    assert (locks / f"{crashed}.lock").exists(), out.stderr
+    live = Recorder(d)
+    with Recorder(d) as third:
+        assert {p.name for p in locks.iterdir()} == {f"{live.id}.lock", f"{third.id}.lock"}
+    live.close()
+    assert not list(locks.iterdir())
+
+
 def test_many_concurrent_sessions_keep_every_chain(tmp_path: Path) -> None:
     d = tmp_path / "r"
     errors: list[BaseException] = []
