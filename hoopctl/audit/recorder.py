@@ -8,16 +8,12 @@ Durability against power loss follows the fsync policy:
 - ``always``: fsync before statement() returns;
 - ``batch`` (default): a background thread fsyncs dirty files every ``interval_ms``
   (group commit); a power cut loses at most that window. The thread sleeps until
-  something is written: an idle gateway costs no wakeups. With ``helper=True``
-  (the gateway) a helper process (``syncer``) keeps the timer and does the
-  fsyncs, off the event loop's GIL: the writer only tells it, once per window,
-  which file it wrote to;
+  something is written: an idle gateway costs no wakeups;
 - ``os``: left to the kernel, except at session end, which is always fsynced.
 
 A result record is not needed before anything is forwarded: result() seals it at
 once (its place in the chain is fixed) but writes it together with the session's
-next record, in one write(2), or within ``interval_ms`` (os, or batch with the
-helper: 50 ms) if none comes.
+next record, in one write(2), or within ``interval_ms`` (os: 50 ms) if none comes.
 
 Any failure to write raises ``RecordingError``: the caller must refuse the
 statement (no record, no forwarding). A session whose write failed stays failed.
@@ -56,7 +52,6 @@ from hoopctl.audit.chain import (
     seal,
 )
 from hoopctl.audit.ids import new_id
-from hoopctl.audit.syncer import HelperGone, SyncHelper
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +80,6 @@ def _encode_params(params: list[Any]) -> str:
 _time = time.time
 _mono = time.monotonic
 _CHECK_EVERY_S = 0.05
-# The helper's names for the two shared files (session ids never contain a slash).
-_SESSIONS_DIR, _LEDGER = "/sessions", "/ledger"
 
 
 class RecordingError(RuntimeError):
@@ -211,9 +204,6 @@ class Ledger:
         self.dirty = False
         os.fsync(self._fd)
 
-    def fileno(self) -> int:
-        return self._fd
-
     def close(self) -> None:
         os.close(self._fd)
 
@@ -240,8 +230,6 @@ class SessionRecording:
         "_held",
         "_wlock",
         "_kick",
-        "_request",
-        "_due",
     )
 
     def __init__(self, recorder: Recorder, sid: str, fd: int, t0: float) -> None:
@@ -265,10 +253,6 @@ class SessionRecording:
         # results; never held across an fsync, so the connection never waits for one.
         self._wlock = threading.Lock()
         self._kick = recorder._kick
-        # With the fsync helper: tell it about a write (name -> None), at most once per
-        # window; _due is when the sync it last promised starts.
-        self._request: Any = None
-        self._due = 0.0
 
     # -- the hot path -------------------------------------------------------------
 
@@ -295,11 +279,6 @@ class SessionRecording:
             self._size += len(data)
         self._prev = digest
         self._seq += 1
-        if self._request is not None:
-            now = _mono()
-            if now >= self._due:
-                self._due = now + self._recorder.interval
-                self._request(self.sid)
         if not self._dirty:
             self._dirty = True
             self._kick()
@@ -430,33 +409,20 @@ class SessionRecording:
 
     # -- lifecycle ----------------------------------------------------------------
 
-    def take_dirty(self) -> bool:
-        """Write held results; True if the file changed since the last sync."""
-        with self._sync_lock:
-            if self._fd < 0 or not self._dirty:
-                return False
-            self._dirty = False
-            self.write_held()
-            return True
-
     def fsync(self) -> None:
         """Make everything written so far durable (the batch thread calls this)."""
-        if not self.take_dirty():
-            return
         with self._sync_lock:
-            if self._fd < 0:
+            if self._fd < 0 or not self._dirty:
                 return
+            self._dirty = False
+            self.write_held()
             try:
                 # The file's name is made durable by the directory's fsync at open;
                 # fdatasync still writes the size that appends change.
                 os.fdatasync(self._fd)
             except OSError as exc:
-                self.sync_failed(exc)
-
-    def sync_failed(self, exc: OSError) -> None:
-        """An fsync failed: what was written may not be durable, so stop recording here."""
-        self._error = exc
-        log.error("fsync of session %s failed: %s", self.sid, _why(exc))
+                self._error = exc
+                log.error("fsync of session %s failed: %s", self.sid, _why(exc))
 
     def check_linked(self) -> None:
         """Fail the session if its file was deleted: writes would still succeed, into
@@ -529,7 +495,6 @@ class Recorder:
         fsync: FsyncPolicy = "batch",
         interval_ms: int = 5,
         key: bytes | None = None,
-        helper: bool = False,
     ) -> None:
         if fsync not in POLICIES:
             raise ValueError(f"fsync policy must be one of {', '.join(POLICIES)}, not {fsync!r}")
@@ -579,14 +544,6 @@ class Recorder:
         except BaseException:
             self._release()
             raise
-        self._helper: SyncHelper | None = None
-        if helper and fsync == "batch":
-            try:
-                self._helper = SyncHelper(self.interval)
-                self._helper.add(_SESSIONS_DIR, self._sdfd)
-                self._helper.add(_LEDGER, self._ledger.fileno())
-            except OSError as exc:
-                self._lose_helper(exc)
         # In every policy the thread watches for deleted files; in batch it also fsyncs.
         self._thread = threading.Thread(target=self._sync_loop, name="hoopctl-recorder-sync", daemon=True)
         self._thread.start()
@@ -668,44 +625,8 @@ class Recorder:
         self._sessions_dirty = True
         with self._lock:
             self._open[sid] = rec
-        helper = self._helper
-        if helper is not None:
-            try:
-                helper.add(sid, fd)
-                self._sessions_dirty = self._ledger.dirty = False
-                helper.sync([_SESSIONS_DIR, _LEDGER, sid])
-                rec._due = _mono() + self.interval
-                rec._request = self._request_sync
-            except HelperGone as exc:
-                self._lose_helper(exc)
         self._kick()
         return rec
-
-    def _request_sync(self, name: str) -> None:
-        helper = self._helper
-        if helper is None:
-            return
-        try:
-            helper.sync([name])
-        except HelperGone as exc:
-            self._lose_helper(exc)
-
-    def _lose_helper(self, exc: OSError) -> None:
-        """Go on syncing in this process: slower, but nothing is left unsynced."""
-        helper, self._helper = self._helper, None
-        if helper is None:
-            return
-        log.error("fsync helper unavailable (%s); syncing recordings in the gateway process", _why(exc))
-        with contextlib.suppress(OSError):
-            helper.close(timeout=0)
-        # Whatever the helper was asked to sync, sync here.
-        self._sessions_dirty = self._ledger.dirty = True
-        with self._lock:
-            sessions = list(self._open.values())
-        for rec in sessions:
-            rec._request = None
-            rec._dirty = True
-        self._kick()
 
     def _always(self) -> bool:
         return self.fsync == "always"
@@ -713,12 +634,6 @@ class Recorder:
     def _seal(self, rec: SessionRecording, problem: BaseException | None) -> None:
         with self._lock:
             self._open.pop(rec.sid, None)
-        helper = self._helper
-        if helper is not None:
-            try:
-                helper.drop(rec.sid)
-            except HelperGone as exc:
-                self._lose_helper(exc)
         fields: dict[str, Any] = {
             "sid": rec.sid,
             "records": rec._seq,
@@ -762,13 +677,13 @@ class Recorder:
         self._ledger.fsync()
 
     def _sync_loop(self) -> None:
+        syncing = self.fsync != "os"
+        # With os nothing waits on this thread: write held results and look for
+        # deleted files less often.
+        interval = self.interval if syncing else max(self.interval, 0.05)
         wake, stop = self._wake, self._stop
         next_check = 0.0
         while True:
-            # With os, or with the helper, nothing waits on this thread: write held
-            # results and look for deleted files less often.
-            syncing = self.fsync != "os" and self._helper is None
-            interval = self.interval if syncing else max(self.interval, 0.05)
             # Asleep until a record is written (no wakeups while idle), then wait out
             # the group-commit window, so that one pass covers every session.
             wake.wait()
@@ -780,7 +695,10 @@ class Recorder:
             with self._lock:
                 sessions = list(self._open.values())
             if not syncing:
-                self._write_held(sessions)
+                for rec in sessions:
+                    if rec._dirty:
+                        rec._dirty = False
+                        rec.write_held()
             # Every system call here hands the GIL back and forth with the event loop:
             # look for deleted files every 50 ms, not on every group commit.
             now = _mono()
@@ -790,34 +708,6 @@ class Recorder:
                     rec.check_linked()
             else:
                 wake.set()  # come back for the check even if nothing more is written
-
-    def _write_held(self, sessions: list[SessionRecording]) -> None:
-        """Write results held since the last pass; with the helper, ask it to sync them."""
-        names = []
-        for rec in sessions:
-            if rec._dirty:
-                rec._dirty = False
-                rec.write_held()
-                names.append(rec.sid)
-        helper = self._helper
-        if helper is None:
-            return
-        if self._ledger.dirty:  # events recorded outside sessions
-            self._ledger.dirty = False
-            names.insert(0, _LEDGER)
-        try:
-            helper.sync(names)
-            failed = helper.failures()
-        except HelperGone as exc:
-            self._lose_helper(exc)
-            return
-        by_sid = {rec.sid: rec for rec in sessions}
-        for name, code in failed:
-            exc = OSError(code, os.strerror(code))
-            if name in (_SESSIONS_DIR, _LEDGER):
-                self._dir_sync_failed(exc)
-            elif name in by_sid:
-                by_sid[name].sync_failed(exc)
 
     def sync(self) -> None:
         """fsync every file written since the last call (the group commit).
@@ -835,14 +725,11 @@ class Recorder:
             if self._ledger.dirty:
                 self._ledger.fsync()
         except OSError as exc:
-            self._dir_sync_failed(exc)
+            # New sessions are refused from now on; open ones carry their own fsyncs.
+            self._failed = exc
+            log.error("fsync of the recordings directory failed: %s", _why(exc))
         for rec in sessions:
             rec.fsync()
-
-    def _dir_sync_failed(self, exc: OSError) -> None:
-        # New sessions are refused from now on; open ones carry their own fsyncs.
-        self._failed = exc
-        log.error("fsync of the recordings directory failed: %s", _why(exc))
 
     # -- recovery -----------------------------------------------------------------
 
@@ -922,8 +809,6 @@ class Recorder:
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
-        if self._helper is not None:
-            self._helper.close()
         try:
             with self._ledger.locked() as ledger:
                 ledger.append("recorder-stop", {"recorder": self.id})

@@ -99,10 +99,7 @@ class Gateway:
             from hoopctl.audit.recorder import Recorder
 
             self.recorder = Recorder(
-                self.config.recordings_dir,
-                self.config.fsync,
-                self.config.fsync_interval_ms,
-                helper=True,  # batch fsyncs in a helper process, off the event loop
+                self.config.recordings_dir, self.config.fsync, self.config.fsync_interval_ms
             )
         if self._sock is not None:
             self.server = await asyncio.start_server(self._accept, sock=self._sock)
