@@ -169,6 +169,7 @@ class Session:
         self.credential = ctx.credential
         self.policy = ctx.policy()
         self.masking = ctx.masking()  # MaskingRules if any rule applies to this resource, else None
+        self._masks_text = self.masking is not None and self.masking.masks_text(ctx.resource)
         self._policy_getter = ctx.policy
         self._pending: deque[_Pending] = deque()
         self._statements: dict[str, str] = {}  # prepared statement name -> SQL (protocol level)
@@ -205,6 +206,7 @@ class Session:
         policy.inherit(self.policy)
         self.policy = policy
         self.masking = self.ctx.masking()
+        self._masks_text = self.masking is not None and self.masking.masks_text(self.ctx.resource)
 
     # ------------------------------------------------------------ client -> database
 
@@ -392,8 +394,13 @@ class Session:
         return None
 
     def _record(self, text: str, params: Any, allowed: bool, rule: str | None, proto: str) -> int | None:
-        """Writes the statement record; None if it could not be written (then refuse)."""
+        """Writes the statement record; None if it could not be written (then refuse).
+
+        Content rules (emails, cards, credentials...) apply to literals in the recorded
+        text as they do to bind parameters; the database gets the statement as sent."""
         try:
+            if self._masks_text:
+                text = self.masking.mask_text(self.ctx.resource, text)
             return self.recording.statement(text, params, allowed, rule, proto)
         except Exception as exc:  # RecordingError or worse: no record, no forwarding
             log.error("session recording failed: %s", exc)

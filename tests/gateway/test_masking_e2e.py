@@ -76,6 +76,24 @@ def test_extended_protocol_text_and_binary(masked_gateway):
         )  # covered column in binary: nulled; text in binary: rewritten
 
 
+def test_literals_in_the_recorded_text_are_masked_by_content_rules(masked_gateway):
+    from hoopctl.audit.reader import Recordings
+
+    identity = "literal-check"
+    body, _, sig = masked_gateway.token("reader", identity=identity).rpartition(".")
+    env = {**os.environ, "PGPASSWORD": sig}
+    sql = f"SELECT count(*) FROM {TABLE} WHERE email = 'ann@example.com'"
+    argv = [masked_gateway.pg.bin("psql"), "-h", "127.0.0.1", "-p", str(masked_gateway.port)]
+    out = subprocess.run(
+        [*argv, "-U", body, "-d", DBNAME, "-AtXc", sql], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert out.stdout.strip() == "1", out.stderr  # the database got the literal as sent
+    recordings = Recordings(masked_gateway.config.recordings_dir)
+    sid = next(s.sid for s in recordings.summaries() if s.identity == identity)
+    texts = [r["text"] for r in recordings.load(sid)["items"] if r.get("type") == "statement"]
+    assert texts == [f"SELECT count(*) FROM {TABLE} WHERE email = '****'"]
+
+
 def test_binary_refuse_policy_refuses_the_statement(base_config, gw_db, masked_gateway):
     config = replace(base_config, masking=MaskingRules.from_config({**MASKING, "binary": "refuse"}))
     handle = _run_gateway(config, TokenAuthority(load_key(base_config.token_key_file)), gw_db)

@@ -315,6 +315,10 @@ class MaskingRules:
                 out.append(scanner(b) or FULL)
         return out
 
+    def masks_text(self, resource: str) -> bool:
+        """Whether content rules apply to this resource's statement texts in the recording."""
+        return self._recording_scanner(resource) is not None
+
     def mask_text(self, resource: str, text: str) -> str:
         """A statement's text for the recording, content rules applied to its literals. A statement
         holding a credential is masked whole (the detector reports lines, not spans)."""
