@@ -48,7 +48,9 @@ def test_demo_tells_the_whole_story_and_cleans_up():
         "CHECK ok: the helper's INSERT went through",
         "CHECK ok: verify: intact (exit 0)",
         "CHECK ok: verify fails (exit 1)",
-        "CHECK ok: the relay was adopted by the gateway",
+        "CHECK ok: with the tunnel, the database password alone gets in: no gateway, no record",
+        "CHECK ok: the tunnel was adopted by the gateway",
+        "CHECK ok: the ssh tunnel process is gone",
         "CHECK ok: the file was quarantined",
         "demo complete",
     ):

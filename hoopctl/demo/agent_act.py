@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import secrets
+import shutil
 import signal
 import string
-import subprocess
+import tempfile
 import time
-import uuid
+from pathlib import Path
 
 import psutil
 
@@ -18,30 +18,20 @@ from hoopctl.demo import ui
 from hoopctl.demo.gateway_act import Stage
 from hoopctl.demo.ui import act, check, note, run, step
 from hoopctl.demo.ui import hoopctl as cli
+from hoopctl.testing.sshd import SshUser, ThrowawaySshd
 
 
-def _ci_user(stage: Stage) -> pwd.struct_passwd:
-    """A throwaway account playing the CI runner's user; removed (with its processes) at the end."""
-    name = f"hoopdemo{uuid.uuid4().hex[:6]}"
-    subprocess.run(
-        ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True, capture_output=True
-    )
-    stage.stack.callback(_remove_user, name)
-    return pwd.getpwnam(name)
-
-
-def _remove_user(name: str) -> None:
-    uid = pwd.getpwnam(name).pw_uid
-    for _ in range(50):  # userdel refuses while a process of the user is still there
-        for proc in psutil.process_iter(["uids"]):
-            if proc.info["uids"] and proc.info["uids"].real == uid:
-                try:
-                    proc.kill()
-                except psutil.Error:
-                    pass
-        if subprocess.run(["userdel", name], capture_output=True).returncode == 0:
-            return
-        time.sleep(0.1)
+def _bastion(stage: Stage) -> tuple[ThrowawaySshd, SshUser]:
+    """A throwaway sshd on loopback (the bastion) and a login user on it playing the CI runner's
+    user; both removed, with the user's processes, at the end."""
+    home = Path(tempfile.mkdtemp(prefix="hoopctl-demo-sshd-"))
+    home.chmod(0o711)  # the CI user reads its own key in here
+    stage.stack.callback(shutil.rmtree, home, True)
+    sshd = ThrowawaySshd(home).start()
+    stage.stack.callback(sshd.stop)
+    user = sshd.add_user(f"hoopdemo{secrets.token_hex(3)}")
+    os.chown(user.key, user.uid, -1)
+    return sshd, user
 
 
 def _agent_config(stage: Stage, user: str, tunnel_target: str) -> dict:
@@ -108,25 +98,26 @@ def _show_event(ev: dict) -> None:
     note("agent: " + " ".join(f"{k}={ev[k]}" for k in keys if ev.get(k) not in (None, "")))
 
 
-def _strays(stage: Stage, user: str, target: str) -> tuple[ui.Background, int, int]:
-    """A relay to the database and a leftover of a finished CI job, both left by the CI user."""
+def _strays(stage: Stage, sshd: ThrowawaySshd, ci: SshUser, target: str) -> tuple[ui.Background, int, int]:
+    """An SSH tunnel to the database and a leftover of a finished CI job, both left by the CI user."""
     assert stage.pg is not None
-    step("a CI job left a relay to the database behind (socat; an `ssh -L` is found the same way)")
+    user = ci.name
+    step("a CI job left an SSH tunnel to the database open through the bastion")
     port = ui.free_port()
-    relay = ui.Background(
+    forward = f"{port}:{target}"
+    tunnel = ui.Background(
         [
             "runuser",
             "-u",
             user,
             "--",
-            "socat",
-            f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork",
-            f"TCP:{target}",
+            *sshd.ssh_command(ci, "-N", "-o", "ExitOnForwardFailure=yes", "-L", forward),
         ],
-        log=stage.workdir / "relay.log",
+        log=stage.workdir / "tunnel.log",
+        shown_as=f"runuser -u {user} -- ssh -N -L {forward} {user}@bastion",
     )
-    stage.stack.callback(relay.stop)
-    ui.wait_for(lambda: ui.port_open(port), f"the relay listens on {port}")
+    stage.stack.callback(tunnel.stop)
+    ui.wait_for(lambda: ui.port_open(port), f"the tunnel listens on {port}")
     ui.secret(stage.pg.password, shown=False)
     out = run(
         [stage.pg.bin("psql"), "-X", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", "app"]
@@ -135,9 +126,11 @@ def _strays(stage: Stage, user: str, target: str) -> tuple[ui.Background, int, i
         shown_as=f'PGPASSWORD="$DB_PASSWORD" psql -h 127.0.0.1 -p {port} -U postgres app '  # noqa: S608
         '-c "SELECT count(*) AS customers FROM customers"',
     )
-    check(out.returncode == 0, "with the relay, the database password alone gets in: no gateway, no record")
+    check(out.returncode == 0, "with the tunnel, the database password alone gets in: no gateway, no record")
     found = run(cli("tunnels", "--protected", target))
-    check(str(relay.pid) in found.stdout or "socat" in found.stdout, "hoopctl tunnels lists the relay")
+    check(
+        f"127.0.0.1:{port}" in found.stdout and user in found.stdout, "hoopctl tunnels lists the SSH tunnel"
+    )
 
     step("and a helper it double-forked, which outlived the job (GITLAB_CI=true CI_JOB_ID=4242)")
     marker = str(600 + secrets.randbelow(300))
@@ -156,7 +149,7 @@ def _strays(stage: Stage, user: str, target: str) -> tuple[ui.Background, int, i
     time.sleep(1.1)
     found = run(cli("procs", "--orphans", "--min-age", "1s"))
     check(str(orphan) in found.stdout, f"hoopctl procs --orphans lists pid {orphan}")
-    return relay, port, orphan
+    return tunnel, port, orphan
 
 
 def _kill(pid: int) -> None:
@@ -174,14 +167,17 @@ def agent_act(stage: Stage) -> None:
         "the host agent",
         "On the host itself: tokens dropped in shared folders, tunnels around the gateway, leftovers of CI jobs.",
     )
-    user = _ci_user(stage).pw_name
-    note(f"a throwaway account {user} plays the CI runner's user")
+    sshd, ci = _bastion(stage)
+    user = ci.name
+    note(
+        f"a throwaway account {user} plays the CI runner's user; a throwaway sshd (port {sshd.port}) the bastion"
+    )
     shared = stage.workdir / "srv" / "shared"
     shared.mkdir(parents=True)
     os.chmod(shared.parent, 0o755)  # noqa: S103 - nobody must reach the shared folder below
     os.chmod(shared, 0o1777)  # noqa: S103 - like /tmp: anyone may drop files here
     target = f"127.0.0.1:{stage.pg.port}"
-    relay, tunnel_port, orphan = _strays(stage, user, target)
+    tunnel, tunnel_port, orphan = _strays(stage, sshd, ci, target)
 
     step("starting the agent, enforcing (watches srv/shared; the database is a protected target)")
     (stage.workdir / "agent.yaml").write_text(json.dumps(_agent_config(stage, user, target), indent=1))
@@ -195,14 +191,14 @@ def agent_act(stage: Stage) -> None:
     agent = Agent(stage)
     agent.wait("the agent is ready (initial scan done)", lambda e: e.get("event") == "agent.ready")
 
-    step("the tunnel: the agent stops the relay and the gateway takes over its address")
+    step("the tunnel: the agent stops it and the gateway takes over its address")
     ev = agent.wait(
-        "the agent acts on the relay",
+        "the agent acts on the tunnel",
         lambda e: e.get("event") == "action" and e.get("kind") == "tunnel" and e.get("action") == "adopt",
     )
     _show_event(ev)
-    check(ev.get("result") == "done", "the relay was adopted by the gateway")
-    check(ui.wait_for(lambda: not relay.alive(), "the relay process ended"), "the relay process is gone")
+    check(ev.get("result") == "done", "the tunnel was adopted by the gateway")
+    check(ui.wait_for(lambda: not tunnel.alive(), "the ssh process ended"), "the ssh tunnel process is gone")
     out = run(
         [stage.pg.bin("psql"), "-X", "-h", "127.0.0.1", "-p", str(tunnel_port), "-U", "postgres", "-d", "app"]
         + ["-c", "SELECT 1"],
@@ -262,4 +258,4 @@ def agent_act(stage: Stage) -> None:
     time.sleep(1.2)  # the agent refreshes its status file every status_interval (1s here)
     run(cli("agent", "status", "--state-dir", "agent-state"), max_lines=20)
     agent.proc.stop()
-    relay.stop()
+    tunnel.stop()

@@ -1,4 +1,4 @@
-"""A throwaway sshd on 127.0.0.1 with its own host key, plus disposable login users (tests only, root).
+"""A throwaway sshd on 127.0.0.1 with its own host key, plus disposable login users (tests and the demo; root).
 
     with ThrowawaySshd(workdir) as sshd:
         user = sshd.add_user()                  # useradd + unlocked + a fresh client key
