@@ -4,12 +4,17 @@ A RowDescription names each column's table only by OID. The catalog asks the
 database over its own connection (the gateway's credentials, one per resource),
 never through a caller's session, and caches the answers, including "no such
 table". Lookups for one resource are serialised on that one connection.
+
+When a lookup fails the catalog is "down" for a while (1 s, doubling up to 30 s):
+no lookup is tried meanwhile, and masking withholds the rows it cannot check
+(see `Gateway._plan`) rather than retrying for every RowDescription.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 
 from hoopctl.gateway import pgwire as pw
@@ -18,6 +23,8 @@ from hoopctl.gateway.upstream import Upstream, UpstreamError, open_upstream
 
 log = logging.getLogger(__name__)
 
+FIRST_BACKOFF_S = 1.0
+MAX_BACKOFF_S = 30.0
 
 _LOOKUP = (
     "SELECT c.oid::int8, n.nspname || '.' || c.relname FROM pg_catalog.pg_class c "
@@ -38,10 +45,16 @@ class Catalog:
         self._columns: dict[tuple[int, int], str] = {}
         self._conn: Upstream | None = None
         self._lock = asyncio.Lock()
+        self._down_until = 0.0
+        self._backoff = FIRST_BACKOFF_S
 
     def known(self, oids: Iterable[int]) -> bool:
         names = self._names
         return all(o in names for o in oids)
+
+    def available(self) -> bool:
+        """False while lookups are suspended after a failure."""
+        return time.monotonic() >= self._down_until
 
     def name(self, oid: int) -> str | None:
         """The cached name (call `resolve` first); None for no table or an unknown OID."""
@@ -52,21 +65,28 @@ class Catalog:
         return self._columns.get((oid, attnum))
 
     async def resolve(self, oids: Iterable[int]) -> None:
-        """Fetches the names of the OIDs not cached yet. On failure they stay unknown (None)."""
+        """Fetches the names of the OIDs not cached yet. On failure they stay unknown, and the
+        catalog is down for the backoff period."""
         async with self._lock:
             missing = sorted({int(o) for o in oids if o not in self._names})
-            if not missing:
+            if not missing or not self.available():
                 return
             try:
                 oid_list = ",".join(str(o) for o in missing)  # integers only
                 rows = await self._query(_LOOKUP.format(oids=oid_list))
                 columns = await self._query(_COLUMNS.format(oids=oid_list))
             except (UpstreamError, OSError, pw.ProtocolError, asyncio.IncompleteReadError) as exc:
-                log.warning("catalog lookup on %s failed: %s", self.resource.name, exc)
+                log.warning(
+                    "catalog lookup on %s failed (%s); next try in %.0f s",
+                    self.resource.name,
+                    exc,
+                    self._backoff,
+                )
                 self.close()
-                # Not cached: the next RowDescription tries again. Masking treats an
-                # unknown table as "no table rule", and name/content rules still apply.
+                self._down_until = time.monotonic() + self._backoff
+                self._backoff = min(self._backoff * 2, MAX_BACKOFF_S)
                 return
+            self._backoff = FIRST_BACKOFF_S
             for oid in missing:
                 self._names[oid] = None
             for oid, name in rows:

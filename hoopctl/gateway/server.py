@@ -37,6 +37,7 @@ from hoopctl.access.tokens import AuthError, TokenAuthority, load_key
 from hoopctl.gateway import pgwire as pw
 from hoopctl.gateway.catalog import Catalog
 from hoopctl.gateway.config import GatewayConfig, Resource
+from hoopctl.gateway.masking import RowMasker
 from hoopctl.gateway.session import CatalogMiss, Session, SessionContext
 from hoopctl.gateway.tls import server_context
 from hoopctl.gateway.upstream import UpstreamError, open_upstream, send_cancel
@@ -98,8 +99,9 @@ class Gateway:
         if self.recorder is None:
             from hoopctl.audit.recorder import Recorder
 
+            cfg = self.config
             self.recorder = Recorder(
-                self.config.recordings_dir, self.config.fsync, self.config.fsync_interval_ms
+                cfg.recordings_dir, cfg.fsync, cfg.fsync_interval_ms, key=cfg.recordings_key
             )
         if self._sock is not None:
             self.server = await asyncio.start_server(self._accept, sock=self._sock)
@@ -252,7 +254,13 @@ class Gateway:
             catalog = self._catalogs.get(resource)
             oids = frozenset(f.table_oid for f in desc.fields)
             if catalog is not None and not catalog.known(oids):
-                return CatalogMiss(oids)
+                if catalog.available():
+                    return CatalogMiss(oids)
+                # Without table and column names, field rules and aliased columns cannot be
+                # checked: withhold the rows (fail closed); not cached, so it heals by itself.
+                return RowMasker(
+                    (), True, f"masking cannot be checked now: the catalog of {resource!r} is unreachable", ()
+                )
             masking = self.config.masking
             masker = None
             if masking is not None:

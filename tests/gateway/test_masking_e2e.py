@@ -63,6 +63,11 @@ def test_psql_alias_and_expression_are_still_masked(masked_gateway):
     assert psql(masked_gateway, f"SELECT card AS x, email || '' AS y FROM {TABLE}") == "************1111|****"
 
 
+def test_an_alias_does_not_escape_a_column_name_rule(masked_gateway):
+    # `*email*` names the column; the label the query gives it does not matter.
+    assert psql(masked_gateway, f"SELECT email AS contact FROM {TABLE}") == "a***@example.com"
+
+
 def test_extended_protocol_text_and_binary(masked_gateway):
     with psycopg.connect(masked_gateway.dsn(masked_gateway.token("reader"))) as conn:
         row = conn.execute(f"SELECT id, email, card, note FROM {TABLE} WHERE id = %s", (1,)).fetchone()

@@ -191,7 +191,7 @@ class MaskingRules:
         """The masker for one result set, or None when no rule can apply to it.
 
         `table_name(oid)` gives "schema.table" (or None); `column_name(oid, attnum)`, when given,
-        gives a column's real name so that `field` rules also catch `SELECT card AS x`.
+        gives a column's real name so that name and `field` rules also catch `SELECT card AS x`.
         """
         columns, needs_table, scanner = self._resource(resource)
         if not columns and scanner is None:
@@ -262,10 +262,22 @@ class MaskingRules:
         table_name: Callable[[int], str | None],
         column_name: Callable[[int, int], str | None] | None,
     ) -> ColumnRule | None:
-        """The first rule, in config order, that covers field `f`."""
+        """The first rule, in config order, that covers field `f`.
+
+        A name rule matches the column's label or, when it comes from a table column, that
+        column's real name: `SELECT email AS contact` must not escape a rule on `*email*`."""
+        real: str | None | bool = False  # not looked up yet
         for rule in columns:
             if rule.name is not None:
                 if rule.name.fullmatch(f.name):
+                    return rule
+                if real is False:
+                    real = (
+                        column_name(f.table_oid, f.column)
+                        if column_name and f.table_oid and f.column > 0
+                        else None
+                    )
+                if real and rule.name.fullmatch(real):
                     return rule
                 continue
             if rule.path is None or not f.table_oid:

@@ -1,0 +1,57 @@
+"""When the gateway's own catalog lookups fail, masking fails closed and the session goes on."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import psycopg
+import pytest
+
+from hoopctl.access.tokens import TokenAuthority, load_key
+from hoopctl.gateway.masking import MaskingRules
+from hoopctl.gateway.upstream import UpstreamError
+from tests.gateway.conftest import DBNAME, _run_gateway, _stop
+
+TABLE = "catalog_outage"
+
+
+@pytest.fixture
+def gateway(base_config, gw_db, tmp_path):
+    gw_db.psql(
+        f"DROP TABLE IF EXISTS {TABLE}; CREATE TABLE {TABLE} (id int, email text);"
+        f"INSERT INTO {TABLE} VALUES (1, 'ann@example.com')",
+        DBNAME,
+    )
+    rules = MaskingRules.from_config({"rules": [{"column": "*email*", "style": "partial"}]})
+    config = replace(base_config, masking=rules, recordings_dir=tmp_path / "rec")
+    handle = _run_gateway(config, TokenAuthority(load_key(base_config.token_key_file)), gw_db)
+    yield handle
+    _stop(handle)
+    gw_db.psql(f"DROP TABLE IF EXISTS {TABLE}", DBNAME)
+
+
+def test_an_unreachable_catalog_withholds_rows_without_spinning(gateway):
+    lookups = []
+
+    async def unreachable(sql: str):
+        lookups.append(sql)
+        raise UpstreamError("sorry, too many clients already")
+
+    with psycopg.connect(gateway.dsn(gateway.token()), autocommit=True, connect_timeout=5) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        catalog = gateway.gateway._catalogs[DBNAME]
+        real_query, catalog._query = catalog._query, unreachable
+        started = time.monotonic()
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="catalog"):
+            conn.execute(f"SELECT id, email AS contact FROM {TABLE}").fetchall()
+        assert time.monotonic() - started < 2 and len(lookups) == 1  # one try, then backoff
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):  # still down: no new lookup
+            conn.execute(f"SELECT email AS contact FROM {TABLE}").fetchall()
+        assert len(lookups) == 1
+        assert conn.execute("SELECT 2").fetchone() == (2,)  # the session itself carries on
+
+        catalog._query = real_query
+        catalog._down_until = 0.0  # the backoff is over
+        rows = conn.execute(f"SELECT id, email AS contact FROM {TABLE}").fetchall()
+        assert rows == [(1, "a***@example.com")]  # the alias is seen through again
