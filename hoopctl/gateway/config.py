@@ -50,6 +50,8 @@ class GatewayConfig:
     tls: TLSConfig | None = None
     fsync: str = "batch"
     fsync_interval_ms: int = 5
+    # HMAC key for the recordings ledger (recordings.key_file); auditors verify with the same file.
+    recordings_key: bytes | None = field(default=None, repr=False)
     max_message_size: int = 16 * 1024 * 1024
     binary_masked_columns: str = "null"
     workers: int = 1
@@ -90,7 +92,7 @@ def load_config(path: Path | str) -> GatewayConfig:
     )
     listen_host, listen_port = _listen(root)
     recordings = root.section("recordings")
-    recordings.check_keys({"dir", "fsync", "fsync_interval_ms"})
+    recordings.check_keys({"dir", "fsync", "fsync_interval_ms", "key_file"})
     limits = root.section("limits")
     limits.check_keys({"max_message_size", "workers"})
     masking = root.section("masking")
@@ -107,6 +109,7 @@ def load_config(path: Path | str) -> GatewayConfig:
         recordings_dir=_relative(recordings.path("dir", "/var/lib/hoopctl/recordings"), path.parent),
         fsync=recordings.choice("fsync", FSYNC_POLICIES, "batch"),
         fsync_interval_ms=recordings.int("fsync_interval_ms", 5, lo=1, hi=10_000),
+        recordings_key=_recordings_key(recordings, path.parent),
         max_message_size=limits.int("max_message_size", 16 * 1024 * 1024, lo=1024, hi=1 << 30),
         workers=limits.int("workers", 1, lo=1, hi=64),
         resources=resources,
@@ -254,6 +257,17 @@ def _masking(section: Section, binary: str, base: Path, no_content: list[Resourc
         return MaskingRules.from_config(section.data.get("rules") or [], binary=binary, **kwargs)
     except ValueError as exc:
         section.fail(str(exc), "rules")
+
+
+def _recordings_key(section: Any, base: Path) -> bytes | None:
+    key_file = section.path("key_file", None)
+    if not key_file:
+        return None
+    path = _relative(key_file, base)
+    key = read_secret_file(path, file=section.file, key="recordings.key_file").rstrip().encode()
+    if len(key) < 16:
+        section.fail(f"{path} holds fewer than 16 bytes", "key_file")
+    return key
 
 
 __all__ = ["ConfigError", "GatewayConfig", "Resource", "TLSConfig", "load_config", "EXAMPLE"]

@@ -29,6 +29,27 @@ def test_example_config_loads(tmp_path):
     assert cfg.masking is not None
 
 
+def test_recordings_key_file_is_read_privately(tmp_path):
+    key = tmp_path / "recordings.key"
+    key.write_text("k" * 32 + "\n")
+    key.chmod(0o600)
+    cfg = load_config(
+        localised(
+            tmp_path,
+            lambda t: t.replace("# key_file: /etc/hoopctl/secrets/recordings.key", f"key_file: {key}"),
+        )
+    )
+    assert cfg.recordings_key == b"k" * 32 and b"k" * 32 not in repr(cfg).encode()
+    key.chmod(0o644)
+    with pytest.raises(ConfigError, match="recordings.key_file: .* mode 0600"):
+        load_config(
+            localised(
+                tmp_path,
+                lambda t: t.replace("# key_file: /etc/hoopctl/secrets/recordings.key", f"key_file: {key}"),
+            )
+        )
+
+
 @pytest.mark.parametrize(
     "edit, message",
     [

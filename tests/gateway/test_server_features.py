@@ -171,3 +171,20 @@ def test_expired_credential_refuses_the_next_statement(gateway):
         time.sleep(2.2)
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="expired"):
             conn.execute("SELECT 1")
+
+
+def test_recordings_ledger_is_sealed_with_the_configured_key(base_config, gw_db, tmp_path):
+    from hoopctl.access.tokens import TokenAuthority, load_key
+    from hoopctl.audit.reader import Recordings
+    from tests.gateway.conftest import _run_gateway, _stop
+
+    key = b"a ledger key of 32 bytes, maybe."
+    config = dataclasses.replace(base_config, recordings_key=key, recordings_dir=tmp_path / "rec")
+    handle = _run_gateway(config, TokenAuthority(load_key(base_config.token_key_file)), gw_db)
+    try:
+        with psycopg.connect(handle.dsn(handle.token()), autocommit=True) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        _stop(handle)
+    assert Recordings(tmp_path / "rec", key=key).verify().ok
+    assert not Recordings(tmp_path / "rec", key=b"another key, 16+ bytes long").verify().ok
