@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 from typing import Any, NoReturn
 
@@ -40,6 +41,17 @@ def _default(obj: Any) -> Any:
 def print_json(payload: Any) -> None:
     # One write: json.dump to a stream issues a write per token.
     sys.stdout.write(json.dumps(payload, default=_default, separators=(",", ":")) + "\n")
+
+
+# C0 controls, DEL and C1 controls: the characters a terminal acts on instead of showing.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def visible(value: Any) -> str:
+    """``value`` as one line of text with every control character written out as
+    ``\\xNN``: text a caller or a database chose (recorded SQL, errors, names) must
+    not move the cursor, erase, hide or retitle anything on the reader's terminal."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
 
 
 def on_tty() -> bool:

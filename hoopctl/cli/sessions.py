@@ -18,7 +18,7 @@ from hoopctl.audit.reader import (
     read_key_file,
     replay,
 )
-from hoopctl.cli.common import EXIT_CLEAN, EXIT_FINDINGS, fail, print_json
+from hoopctl.cli.common import EXIT_CLEAN, EXIT_FINDINGS, fail, print_json, visible
 
 dir_option = click.option(
     "--dir",
@@ -36,12 +36,25 @@ key_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 
+def _echo(*lines: str, err: bool = False) -> None:
+    """Every human-readable line of these commands goes out here: recordings hold
+    text that callers and the database chose, so each line has its control
+    characters written out (JSON output is escaped by json.dumps instead)."""
+    click.echo("\n".join(visible(line) for line in lines), err=err)
+
+
+def _text_lines(text: Any, indent: str) -> list[str]:
+    """Recorded (maybe multi-line) text, every line indented: a statement cannot
+    start a line of its own that looks like the next record's header."""
+    return [indent + line for line in str(text).split("\n")]
+
+
 def _open(directory: str | None, key_file: str | None = None) -> Recordings:
     key_file = key_file or os.environ.get(layout.ENV_KEY_FILE)
     try:
         key = read_key_file(key_file) if key_file else None
     except RecordingsError as exc:
-        fail(str(exc))
+        fail(visible(exc))
     return Recordings(layout.resolve_dir(directory), key=key)
 
 
@@ -49,7 +62,7 @@ def _resolve(recs: Recordings, sid: str) -> str:
     try:
         return recs.resolve(sid)
     except RecordingsError as exc:
-        fail(str(exc))
+        fail(visible(exc))
 
 
 def _report_json(report: VerifyReport) -> dict[str, Any]:
@@ -68,7 +81,7 @@ def _report_json(report: VerifyReport) -> dict[str, Any]:
 
 def _warn_if_broken(report: VerifyReport) -> None:
     if not report.ok and report.first is not None:
-        click.echo(f"hoopctl: warning: recording BROKEN: {report.first.describe()}", err=True)
+        _echo(f"hoopctl: warning: recording BROKEN: {report.first.describe()}", err=True)
 
 
 @click.group()
@@ -93,32 +106,35 @@ def list_(directory: str | None, as_json: bool) -> None:
     try:
         rows = recs.summaries()
     except RecordingsError as exc:
-        fail(str(exc))
+        fail(visible(exc))
     if as_json:
         print_json([r.__dict__ for r in rows])
         return
     if not rows:
-        click.echo(f"no sessions recorded in {recs.dir}")
+        _echo(f"no sessions recorded in {recs.dir}")
         return
     header = ("ID", "IDENTITY", "RESOURCE", "ROLE", "CLIENT", "START", "END", "STMTS", "REFUSED", "STATUS")
     table = [header] + [
-        (
-            r.sid,
-            r.identity or "-",
-            r.resource or "-",
-            r.role or "-",
-            r.client or "-",
-            format_ts(r.start),
-            format_ts(r.end),
-            str(r.statements),
-            str(r.refused),
-            r.status,
+        tuple(
+            visible(cell)
+            for cell in (
+                r.sid,
+                r.identity or "-",
+                r.resource or "-",
+                r.role or "-",
+                r.client or "-",
+                format_ts(r.start),
+                format_ts(r.end),
+                r.statements,
+                r.refused,
+                r.status,
+            )
         )
         for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        _echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 def _chain_text(chain: list[Any]) -> str:
@@ -139,7 +155,7 @@ def show(session_id: str, directory: str | None, key_file: str | None, as_json: 
         report = recs.verify(sid)
         doc = recs.load(sid)
     except RecordingsError as exc:
-        fail(str(exc))
+        fail(visible(exc))
     if as_json:
         print_json({**doc, "verify": _report_json(report)})
         sys.exit(EXIT_CLEAN if report.ok else EXIT_FINDINGS)
@@ -163,11 +179,14 @@ def show(session_id: str, directory: str | None, key_file: str | None, as_json: 
     lines.append("")
     for item in doc["items"]:
         lines.extend(_show_item(item))
-    click.echo("\n".join(lines))
+    _echo(*lines)
     sys.exit(EXIT_CLEAN if report.ok else EXIT_FINDINGS)
 
 
 _HEADER_KEYS = frozenset({"seq", "ts", "t", "sid", "identity", "chain", "client", "resource", "role", "hash"})
+
+
+_SHOW_INDENT = " " * 7
 
 
 def _show_item(item: dict[str, Any]) -> list[str]:
@@ -184,12 +203,16 @@ def _show_item(item: dict[str, Any]) -> list[str]:
         rows = "-" if res.get("rows") is None else res["rows"]
         parts.append(f"{res.get('ms')} ms  rows={rows}  masked={res.get('masked')}")
     out = ["  ".join(parts)]
-    out.extend("       " + line for line in str(item.get("text", "")).splitlines() or [""])
+    out.extend(_text_lines(item.get("text", ""), _SHOW_INDENT))
     if item.get("params") is not None:
-        out.append("       params: " + json.dumps(item["params"]))
+        out.append(_SHOW_INDENT + "params: " + json.dumps(item["params"]))
     if res.get("error"):
-        out.append("       error: " + str(res["error"]))
+        out.append(_SHOW_INDENT + "error: " + str(res["error"]))
     return out
+
+
+# Every statement line is indented: only the "-- +" comment lines start a record.
+_REPLAY_INDENT = "   "
 
 
 @sessions.command("replay")
@@ -210,8 +233,9 @@ def replay_(
     """Print a session's statements in their exact order, with their original timing.
 
     Each statement is preceded by a comment line (offset from the session's start,
-    verdict, rule) and printed as it was received. Exit 1 if the recording is broken
-    (it is still replayed, after a warning).
+    verdict, rule) and printed as it was received, each of its lines indented, with
+    control characters written as \\xNN. Exit 1 if the recording is broken (it is
+    still replayed, after a warning).
     """
     recs = _open(directory, key_file)
     sid = _resolve(recs, session_id)
@@ -219,11 +243,11 @@ def replay_(
         report = recs.verify(sid)
         doc = recs.load(sid)
     except RecordingsError as exc:
-        fail(str(exc))
+        fail(visible(exc))
     _warn_if_broken(report)
     s = doc["session"] or {}
     if not as_json:
-        click.echo(
+        _echo(
             f"-- session {sid}: {s.get('identity')} ({_chain_text(s.get('chain') or [])}) "
             f"on {s.get('resource')} as {s.get('role')} from {s.get('client')}, {format_ts(s.get('ts'))}"
         )
@@ -232,11 +256,13 @@ def replay_(
         if as_json:
             click.echo(json.dumps(item, separators=(",", ":")))
         elif item["type"] == "event":
-            click.echo(f"-- +{item.get('t', 0):.6f}s event {item.get('event')}")
+            _echo(f"-- +{item.get('t', 0):.6f}s event {item.get('event')}")
         else:
             verdict = "allowed" if item.get("allowed") else "REFUSED"
-            click.echo(f"-- +{item.get('t', 0):.6f}s {verdict} rule={item.get('rule')} {item.get('proto')}")
-            click.echo(item.get("text", ""))
+            _echo(
+                f"-- +{item.get('t', 0):.6f}s {verdict} rule={item.get('rule')} {item.get('proto')}",
+                *_text_lines(item.get("text", ""), _REPLAY_INDENT),
+            )
         sys.stdout.flush()
 
     replay(doc, speed, emit)
@@ -259,20 +285,20 @@ def verify(session_id: str | None, directory: str | None, key_file: str | None, 
     try:
         report = recs.verify(sid)
     except RecordingsError as exc:
-        fail(str(exc))
+        fail(visible(exc))
     if as_json:
         print_json(_report_json(report))
     else:
         for w in report.warnings:
-            click.echo(f"warning: {w.describe()}")
+            _echo(f"warning: {w.describe()}")
         for p in report.problems:
-            click.echo(f"BROKEN: {p.describe()}")
+            _echo(f"BROKEN: {p.describe()}")
         mac = "macs checked" if report.macs_checked else "macs not checked (no key)"
         if report.ok:
-            click.echo(
+            _echo(
                 f"ok: {report.sessions} session(s), ledger {report.ledger_records} records, "
                 f"head {report.ledger_head or '-'}, {mac}"
             )
         else:
-            click.echo(f"first broken record: {report.first.describe()}")  # type: ignore[union-attr]
+            _echo(f"first broken record: {report.first.describe()}")  # type: ignore[union-attr]
     sys.exit(EXIT_CLEAN if report.ok else EXIT_FINDINGS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -18,7 +19,8 @@ from tests.audit.conftest import Written, lines_of
 
 
 def run(*args: str, env: dict[str, str] | None = None):
-    return CliRunner().invoke(main, ["sessions", *args], env=env, catch_exceptions=False)
+    # color=True: click must not strip escape codes, so the output is what a terminal gets.
+    return CliRunner().invoke(main, ["sessions", *args], env=env, catch_exceptions=False, color=True)
 
 
 def test_list_shows_every_session(written: Written) -> None:
@@ -164,9 +166,9 @@ def test_replay_cli_timing(timed: tuple[Path, str]) -> None:
     took = time.monotonic() - began
     assert res.exit_code == 0
     assert [ln for ln in res.output.splitlines() if not ln.startswith("--")] == [
-        "SELECT 0",
-        "SELECT 1",
-        "SELECT 2",
+        "   SELECT 0",
+        "   SELECT 1",
+        "   SELECT 2",
     ]
     assert 0.19 <= took < 1.0
     began = time.monotonic()
@@ -174,6 +176,108 @@ def test_replay_cli_timing(timed: tuple[Path, str]) -> None:
     assert time.monotonic() - began < 0.15
     assert [json.loads(ln)["text"] for ln in res.output.splitlines()] == ["SELECT 0", "SELECT 1", "SELECT 2"]
     assert run("replay", sid, "--dir", str(d), "--speed", "-1").exit_code == 2
+
+
+# What a caller or the database could put in a recording to act on the auditor's
+# terminal: OSC retitle, CSI colour/erase/conceal, BEL, CR, DEL, C1 CSI.
+HOSTILE_TEXT = "SELECT 1; -- \x1b]0;pwned\x07\x1b[31mRED\r\x1b[2Khidden\x7f\x9b2J"
+HOSTILE_ERROR = "ERROR: \x1b[8mconcealed"
+RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")  # every control character but \n
+
+
+@pytest.fixture
+def hostile(tmp_path: Path) -> tuple[Path, str]:
+    """A closed session whose every recorded field carries terminal control characters."""
+    d = tmp_path / "r"
+    with Recorder(d) as r:
+        rec = r.open_session(
+            "alice\x1b[2J", ["job\x9b31m"], "1.2.3.4\x07", "db\x1b]0;t\x07", "read\x7f", note="\x1b[3J"
+        )
+        h = rec.statement(HOSTILE_TEXT, ["\x1b[5m"], True, "rule\x1b[8m", "extended")
+        rec.result(h, 1.0, 1, HOSTILE_ERROR)
+        rec.event("grant\x1b[1A", reason="\x1b]52;c;aGk=\x07")
+        rec.close()
+    return d, rec.sid
+
+
+def raw_controls(output: str) -> list[str]:
+    return RAW_CONTROL.findall(output)
+
+
+def test_show_writes_recorded_control_characters_visibly(hostile: tuple[Path, str]) -> None:
+    d, sid = hostile
+    res = run("show", sid, "--dir", str(d))
+    assert res.exit_code == 0
+    assert raw_controls(res.output) == []
+    out = res.output
+    assert "SELECT 1; -- \\x1b]0;pwned\\x07\\x1b[31mRED\\x0d\\x1b[2Khidden\\x7f\\x9b2J" in out
+    assert "error: ERROR: \\x1b[8mconcealed" in out and "rule=rule\\x1b[8m" in out
+    assert "identity   alice\\x1b[2J" in out and "chain      job\\x9b31m" in out
+    assert "resource   db\\x1b]0;t\\x07   role read\\x7f   client 1.2.3.4\\x07" in out
+    assert "event    grant\\x1b[1A" in out and '"reason": "\\u001b]52;c;aGk=\\u0007"' in out
+    assert '"note": "\\u001b[3J"' in out
+
+
+def test_replay_writes_recorded_control_characters_visibly(hostile: tuple[Path, str]) -> None:
+    d, sid = hostile
+    res = run("replay", sid, "--dir", str(d), "--speed", "0")
+    assert res.exit_code == 0
+    assert raw_controls(res.output) == []
+    lines = res.output.splitlines()
+    assert lines[0].startswith(
+        f"-- session {sid}: alice\\x1b[2J (job\\x9b31m) on db\\x1b]0;t\\x07 as read\\x7f from 1.2.3.4\\x07,"
+    )
+    assert lines[1].endswith(" allowed rule=rule\\x1b[8m extended")
+    assert lines[2] == "   SELECT 1; -- \\x1b]0;pwned\\x07\\x1b[31mRED\\x0d\\x1b[2Khidden\\x7f\\x9b2J"
+    assert lines[3].endswith(" event grant\\x1b[1A")
+
+
+def test_list_writes_recorded_control_characters_visibly(hostile: tuple[Path, str]) -> None:
+    d, sid = hostile
+    res = run("list", "--dir", str(d))
+    assert res.exit_code == 0
+    assert raw_controls(res.output) == []
+    row = res.output.splitlines()[1].split()
+    assert row[:5] == [sid, "alice\\x1b[2J", "db\\x1b]0;t\\x07", "read\\x7f", "1.2.3.4\\x07"]
+
+
+def test_json_output_escapes_control_characters_and_keeps_them(hostile: tuple[Path, str]) -> None:
+    d, sid = hostile
+    shown = run("show", sid, "--dir", str(d), "--json").output
+    replayed = run("replay", sid, "--dir", str(d), "--speed", "0", "--json").output
+    listed = run("list", "--dir", str(d), "--json").output
+    for out in (shown, replayed, listed):
+        assert raw_controls(out) == []
+    stmt = json.loads(shown)["items"][0]
+    assert stmt["text"] == HOSTILE_TEXT and stmt["result"]["error"] == HOSTILE_ERROR
+    assert json.loads(replayed.splitlines()[0])["text"] == HOSTILE_TEXT
+    assert json.loads(listed)[0]["identity"] == "alice\x1b[2J"
+
+
+def test_multi_line_text_cannot_fake_the_next_record(tmp_path: Path) -> None:
+    d = tmp_path / "r"
+    fake_show = "#9      2026-01-01T00:00:00.000Z  allowed  rule=read  simple"
+    fake_replay = "-- +0.000001s allowed rule=read simple"
+    with Recorder(d) as r:
+        rec = r.open_session("a", (), "c", "db", "read")
+        rec.statement(
+            f"{fake_replay}\nDROP TABLE t;\n{fake_show}\n{fake_replay}\nSELECT 1", None, False, "x", "simple"
+        )
+        rec.statement("SELECT 2", None, True, "read", "simple")
+        rec.close()
+    shown = run("show", rec.sid, "--dir", str(d)).output.splitlines()
+    assert len([ln for ln in shown if ln.startswith("#")]) == 2
+    assert f"       {fake_show}" in shown and "       DROP TABLE t;" in shown
+    replayed = run("replay", rec.sid, "--dir", str(d), "--speed", "0").output.splitlines()
+    records = [ln for ln in replayed if ln.startswith("-- +")]
+    assert len(records) == 2 and records[0].endswith(" REFUSED rule=x simple")
+    assert replayed[2:7] == [
+        f"   {fake_replay}",
+        "   DROP TABLE t;",
+        f"   {fake_show}",
+        f"   {fake_replay}",
+        "   SELECT 1",
+    ]
 
 
 def test_installed_entry_point(written: Written) -> None:
