@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from hoopctl.cli.common import DURATION, fail, print_json
+from hoopctl.cli.common import DURATION, fail, print_json, visible
 
 DEFAULT_SOCKET = Path(os.environ.get("HOOPCTL_ADMIN_SOCKET", "/run/hoopctl/admin.sock"))
 socket_option = click.option(
@@ -38,7 +38,8 @@ def _line(r: dict) -> str:
     left = ""
     if r["status"] == "approved" and r["expires_at"]:
         left = f" ({max(0, r['expires_at'] - time.time()):.0f}s left)"
-    return (
+    # The requester chose the reason (and names): shown with control characters escaped.
+    return visible(
         f"{r['id']}  {r['status']:8}{left}  {r['requester']} -> {r['role']} on {r['resource']} "
         f"for {r['duration_s']:.0f}s  approvals {len(r['approvers'])}/{r['approvals_required']}  "
         f'"{r["reason"]}"'
@@ -105,7 +106,7 @@ def show(request_id, sock, as_json) -> None:
     for ev in resp["events"]:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ev["at"]))
         why = f'  "{ev["reason"]}"' if ev.get("reason") else ""
-        click.echo(f"  {when}  {ev['kind']:9} by {ev['actor']}{why}")
+        click.echo(visible(f"  {when}  {ev['kind']:9} by {ev['actor']}{why}"))
 
 
 def _decision(op: str, reason_required: bool):

@@ -43,15 +43,21 @@ def print_json(payload: Any) -> None:
     sys.stdout.write(json.dumps(payload, default=_default, separators=(",", ":")) + "\n")
 
 
-# C0 controls, DEL and C1 controls: the characters a terminal acts on instead of showing.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+# C0 controls, DEL and C1 controls (the characters a terminal acts on instead of showing), and
+# the invisible ones that reorder or hide text: zero-width marks, bidi embeddings and isolates.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 
 
 def visible(value: Any) -> str:
     """``value`` as one line of text with every control character written out as
     ``\\xNN``: text a caller or a database chose (recorded SQL, errors, names) must
     not move the cursor, erase, hide or retitle anything on the reader's terminal."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
+    return _CONTROL.sub(_escape, str(value))
+
+
+def _escape(m: re.Match[str]) -> str:
+    code = ord(m.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def on_tty() -> bool:

@@ -20,7 +20,7 @@ from hoopctl.act.quarantine import (
     VaultError,
     plan_quarantine,
 )
-from hoopctl.cli.common import EXIT_CLEAN, EXIT_FINDINGS, fail, print_json
+from hoopctl.cli.common import EXIT_CLEAN, EXIT_FINDINGS, fail, print_json, visible
 from hoopctl.host.pathfd import display
 
 
@@ -90,7 +90,9 @@ def list_(ctx: click.Context, as_json: bool) -> None:
     for r in rows:
         owner = r["user"] or r["uid"]
         rule = r["reason"]["rule_id"] or "-"
-        click.echo(f"{r['id']}  {r['state']:<11}  {r['size']:>10}  {owner!s:<12} {rule:<24} {r['path']}")
+        click.echo(
+            f"{r['id']}  {r['state']:<11}  {r['size']:>10}  {owner!s:<12} {rule:<24} {display(r['path'])}"
+        )
     for rec in unfinished:
         click.echo(
             f"warning: {rec.action} {rec.id} was {rec.state} and never finished (interrupted?)", err=True
@@ -115,7 +117,7 @@ def show(ctx: click.Context, entry_id: str, as_json: bool) -> None:
         return
     r = _row(m)
     click.echo(f"id:        {m.id} ({r['state']})")
-    click.echo(f"path:      {r['path']}")
+    click.echo(f"path:      {display(r['path'])}")
     click.echo(f"owner:     {m.user or '?'} ({m.uid}) / {m.group or '?'} ({m.gid}), mode {r['mode_octal']}")
     click.echo(f"size:      {m.size} bytes, sha256 {m.sha256}")
     click.echo(f"mtime:     {_when(m.mtime_ns)} UTC")
@@ -201,7 +203,7 @@ def add(
     else:
         for r in results:
             extra = r.get("id") or r.get("reason") or r.get("sha256", "")[:16]
-            click.echo(f"{r['result']}: {r['path']} ({extra})")
+            click.echo(f"{r['result']}: {display(r['path'])} ({visible(extra)})")
         if not apply:
             click.echo("dry run: nothing changed; add --apply to quarantine", err=True)
     ctx.exit(EXIT_FINDINGS if any(r["result"] == "refused" for r in results) else EXIT_CLEAN)

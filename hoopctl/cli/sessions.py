@@ -133,8 +133,8 @@ def list_(directory: str | None, as_json: bool) -> None:
         for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for row in table:
-        _echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    for row in table:  # cells are escaped already (widths count what is shown)
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 def _chain_text(chain: list[Any]) -> str:

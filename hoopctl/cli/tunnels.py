@@ -6,7 +6,7 @@ import os
 
 import click
 
-from hoopctl.cli.common import EXIT_CLEAN, EXIT_FINDINGS, fail, on_tty, print_json
+from hoopctl.cli.common import EXIT_CLEAN, EXIT_FINDINGS, fail, on_tty, print_json, visible
 from hoopctl.detect.tunnels import TunnelFinding, classify_tunnels, parse_protected
 from hoopctl.host.procs import read_ssh_configs, take_snapshot
 
@@ -23,7 +23,10 @@ def format_age(seconds: int) -> str:
 
 
 def render_table(headers: list[str], rows: list[list[str]], highlight: list[bool] | None = None) -> str:
-    """Left-aligned columns; rows flagged in `highlight` are shown in bold red (callers pass it on a TTY)."""
+    """Left-aligned columns; rows flagged in `highlight` are shown in bold red (callers pass it on a TTY).
+
+    Cells come from processes (names, users, command lines): control characters are escaped."""
+    rows = [[visible(c) for c in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     for n, row in enumerate(rows):
