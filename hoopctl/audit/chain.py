@@ -154,3 +154,16 @@ class ChainChecker:
         self.prev = parsed.hash
         self.seq += 1
         return parsed
+
+
+def is_torn_marker(record: dict[str, Any], covered: int, prev: str, seq: int) -> bool:
+    """Whether ``record`` is the ``torn`` record that a recorder, restarting after a
+    crash, writes right after the damaged lines it closed: it continues the chain
+    from (``prev``, ``seq``), the last whole record, and counts those ``covered``
+    bytes (the lines joined by their newlines)."""
+    return (
+        record.get("kind") == "torn"
+        and record.get("bytes") == covered
+        and record.get("seq") == seq
+        and record.get("prev") == prev
+    )

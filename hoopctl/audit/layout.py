@@ -11,8 +11,10 @@ statement; only session starts and ends go through the shared, locked ledger.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import stat
 from pathlib import Path
 
 LEDGER = "ledger.jsonl"
@@ -39,8 +41,30 @@ def open_dir(path: Path | str, *, dir_fd: int | None = None, create: bool = Fals
     return os.open(path, _DIR_FLAGS, dir_fd=dir_fd)
 
 
+def open_regular(name: str, flags: int, *, dir_fd: int, mode: int = 0o600) -> int:
+    """Open a regular file in ``dir_fd`` without following a symlink or blocking.
+
+    O_NONBLOCK: opening a FIFO planted under a recording's name must not hang the
+    caller (which may hold the ledger's lock). Anything but a regular file raises
+    OSError "not a regular file".
+    """
+    fd = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode, dir_fd=dir_fd)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        os.set_blocking(fd, True)  # what follows is plain file I/O, as without the flag
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def session_file(sid: str) -> str:
     return sid + SUFFIX
+
+
+def lock_file(rid: str) -> str:
+    return rid + ".lock"
 
 
 def resolve_dir(option: str | Path | None) -> Path:
@@ -54,7 +78,7 @@ def resolve_dir(option: str | Path | None) -> Path:
 def recorder_alive(recorders_fd: int, rid: str) -> bool:
     """Whether recorder `rid` still holds its lock file (a probe: takes the lock only if free)."""
     try:
-        fd = os.open(rid + ".lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=recorders_fd)
+        fd = open_regular(lock_file(rid), os.O_RDONLY, dir_fd=recorders_fd)
     except OSError:
         return False
     try:

@@ -16,6 +16,7 @@ What verify can prove, and what it cannot:
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -24,10 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from hoopctl.audit import layout
-from hoopctl.audit.chain import ChainChecker, ChainError, parse_line
+from hoopctl.audit.chain import ChainChecker, ChainError, is_torn_marker, parse_line
 from hoopctl.audit.ids import is_id
-
-_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class RecordingsError(Exception):
@@ -114,28 +113,35 @@ class Summary:
     status: str  # closed | open | recovered | damaged
 
 
-def _torn_marker(raw: bytes, following: bytes | None, checker: ChainChecker) -> bool:
-    """True when ``raw`` is a fragment that a recorder, restarting after a crash,
-    closed and marked with a ``torn`` record continuing the chain right after it."""
-    if following is None:
-        return False
-    try:
-        nxt = parse_line(following).record
-    except ChainError:
-        return False
-    return (
-        nxt.get("kind") == "torn"
-        and nxt.get("bytes") == len(raw)
-        and nxt.get("seq") == checker.seq
-        and nxt.get("prev") == checker.prev
-    )
+_TORN = b'"kind":"torn"'
+
+
+def _torn_run_end(lines: list[bytes], start: int, checker: ChainChecker) -> int | None:
+    """Where the ``torn`` marker is that covers the damaged lines from ``start`` on.
+
+    A recorder restarting after a crash closes what the crash left (part of a
+    record, possibly more than one line) and marks it with a ``torn`` record that
+    continues the chain right after it and counts its exact bytes. Returns the
+    marker's index, or None when the damage is not so marked."""
+    covered = len(lines[start])
+    for j in range(start + 1, len(lines)):
+        raw = lines[j]
+        if _TORN in raw:
+            try:
+                rec = parse_line(raw).record
+            except ChainError:
+                rec = {}
+            if is_torn_marker(rec, covered, checker.prev, checker.seq):
+                return j
+        covered += 1 + len(raw)
+    return None
 
 
 def read_chain(data: bytes, name: str, key: bytes | None = None, allow_torn: bool = False) -> ChainRead:
     """Check ``data`` line by line; stop at the first bad record.
 
-    ``allow_torn`` (the ledger): a damaged line followed by a valid ``torn`` marker
-    for exactly its bytes is a warning, not a break.
+    ``allow_torn`` (the ledger): damaged lines followed by a valid ``torn`` marker
+    for exactly their bytes are a warning, not a break.
     """
     checker = ChainChecker(key)
     lines = data.split(b"\n")
@@ -144,18 +150,22 @@ def read_chain(data: bytes, name: str, key: bytes | None = None, allow_torn: boo
     hashes: list[str] = []
     warnings: list[Problem] = []
     problem = None
-    for number, raw in enumerate(lines, 1):
+    i = 0
+    while i < len(lines):
         try:
-            parsed = checker.check(raw)
+            parsed = checker.check(lines[i])
         except ChainError as exc:
-            following = lines[number] if number < len(lines) else None
-            if allow_torn and _torn_marker(raw, following, checker):
-                warnings.append(Problem(name, number, None, f"{len(raw)} bytes of a record torn by a crash"))
-                continue
-            problem = Problem(name, number, checker.seq, str(exc))
-            break
+            end = _torn_run_end(lines, i, checker) if allow_torn else None
+            if end is None:
+                problem = Problem(name, i + 1, checker.seq, str(exc))
+                break
+            torn = len(b"\n".join(lines[i:end]))
+            warnings.append(Problem(name, i + 1, None, f"{torn} bytes of a record torn by a crash"))
+            i = end  # the marker is checked as the next record
+            continue
         records.append(parsed.record)
         hashes.append(parsed.hash)
+        i += 1
     return ChainRead(records, hashes, problem, tail, warnings)
 
 
@@ -201,12 +211,19 @@ class Recordings:
             os.close(dfd)
 
     @staticmethod
-    def _read(name: str, dir_fd: int) -> bytes | None:
+    def _read(name: str, dir_fd: int, shared_lock: bool = False) -> bytes | None:
+        """The file's bytes, or None if it does not exist; OSError for a symlink, a
+        FIFO (never waited on), anything that is not a regular file.
+
+        ``shared_lock``: read under flock(LOCK_SH), as the ledger must be: recorders
+        append to it under LOCK_EX, so the read never sees half a record."""
         try:
-            fd = os.open(name, _READ, dir_fd=dir_fd)
+            fd = layout.open_regular(name, os.O_RDONLY, dir_fd=dir_fd)
         except FileNotFoundError:
             return None
         with os.fdopen(fd, "rb") as f:
+            if shared_lock:
+                fcntl.flock(fd, fcntl.LOCK_SH)
             return f.read()
 
     # -- ids ----------------------------------------------------------------------
@@ -241,7 +258,7 @@ class Recordings:
 
     def _ledger(self, dfd: int) -> LedgerView:
         try:
-            data = self._read(layout.LEDGER, dfd)
+            data = self._read(layout.LEDGER, dfd, shared_lock=True)
         except OSError as exc:
             raise RecordingsError(f"cannot read {self.dir / layout.LEDGER}: {exc.strerror}") from None
         if data is None:
@@ -255,6 +272,12 @@ class Recordings:
         view.unchecked_macs = self.key is None
         for number, rec in enumerate(chain.records, 1):
             kind, sid = rec.get("kind"), rec.get("sid")
+            if kind in ("open", "close", "recover") and not (isinstance(sid, str) and is_id(sid)):
+                # Never used as a file name: it could lead outside the directory.
+                view.problems.append(
+                    Problem(layout.LEDGER, number, rec["seq"], f"session id {sid!r} is not an id")
+                )
+                continue
             if kind == "open":
                 if sid in view.opens:
                     view.problems.append(
@@ -277,7 +300,7 @@ class Recordings:
     # -- sessions -----------------------------------------------------------------
 
     def _session(self, sid: str, sdfd: int | None) -> ChainRead | None:
-        if sdfd is None:
+        if sdfd is None or "/" in sid or "\0" in sid:
             return None
         name = f"{layout.SESSIONS}/{layout.session_file(sid)}"
         try:
@@ -299,6 +322,7 @@ class Recordings:
         """Check the ledger and every session (or one) against it."""
         problems: list[Problem] = []
         warnings: list[Problem] = []
+        found: dict[str, tuple[list[Problem], list[Problem]]] = {}
         with self._dirs() as (dfd, sdfd):
             ledger = self._ledger(dfd)
             if ledger.problem:
@@ -307,8 +331,20 @@ class Recordings:
             warnings.extend(ledger.warnings)
             files = set(self._ids(sdfd))
             sids = sorted(files | set(ledger.opens)) if sid is None else [sid]
+            unregistered: dict[str, ChainRead | None] = {}
             for one in sids:
-                self._verify_session(one, sdfd, dfd, ledger, problems, warnings)
+                found[one] = ([], [])
+                if not is_id(one):
+                    self._check_session(one, None, dfd, ledger, *found[one])
+                elif one in ledger.opens:
+                    self._check_session(one, self._session(one, sdfd), dfd, ledger, *found[one])
+                else:
+                    unregistered[one] = self._session(one, sdfd)
+            if unregistered:
+                self._verify_unregistered(unregistered, sdfd, dfd, found)
+        for one in sids:
+            problems.extend(found[one][0])
+            warnings.extend(found[one][1])
         return VerifyReport(
             problems=problems,
             warnings=warnings,
@@ -318,19 +354,41 @@ class Recordings:
             macs_checked=self.key is not None,
         )
 
-    def _verify_session(
+    def _verify_unregistered(
+        self,
+        chains: dict[str, ChainRead | None],
+        sdfd: int | None,
+        dfd: int,
+        found: dict[str, tuple[list[Problem], list[Problem]]],
+    ) -> None:
+        """Sessions whose file was read but that the ledger, read before, did not hold.
+
+        A recorder writes the file first, then the ledger: a session opened while
+        verify ran is in the ledger read again now. One that is still not in it was
+        not when its file was read (whatever that file held then is judged); one
+        that is gets its file read again, after that ledger, as all others were."""
+        fresh = self._ledger(dfd)
+        for one, chain in chains.items():
+            if one in fresh.opens:
+                chain = self._session(one, sdfd)
+            self._check_session(one, chain, dfd, fresh, *found[one])
+
+    def _check_session(
         self,
         sid: str,
-        sdfd: int | None,
+        chain: ChainRead | None,
         dfd: int,
         ledger: LedgerView,
         problems: list[Problem],
         warnings: list[Problem],
     ) -> None:
+        """Check one session's file (``chain``, None if missing) against the ledger."""
         name = f"{layout.SESSIONS}/{layout.session_file(sid)}"
+        if not is_id(sid):
+            problems.append(Problem(name, None, None, "file name is not a session id"))
+            return
         opened = ledger.opens.get(sid)
         seal = ledger.seals.get(sid)
-        chain = self._session(sid, sdfd)
         if chain is None:
             where = f" (ledger line {opened[0]})" if opened else ""
             problems.append(Problem(name, None, None, f"session file missing{where}"))
@@ -339,11 +397,13 @@ class Recordings:
             problems.append(chain.problem)
             return
         recs, n = chain.records, len(chain.records)
-        if not is_id(sid):
-            problems.append(Problem(name, None, None, "file name is not a session id"))
-            return
         if n == 0:
-            problems.append(Problem(name, 1, 0, "empty session file: start record missing"))
+            if opened is None:  # killed between creating the file and writing the start
+                warnings.append(
+                    Problem(name, 1, 0, "empty session file, not in the ledger (a crash while opening?)")
+                )
+            else:
+                problems.append(Problem(name, 1, 0, "empty session file: start record missing"))
             return
         head = recs[0]
         if head.get("kind") != "start" or head.get("sid") != sid:
@@ -469,6 +529,8 @@ class Recordings:
 
 
 def _recorder_alive(dfd: int, rid: str) -> bool:
+    if not is_id(rid):
+        return False
     try:
         rfd = layout.open_dir(layout.RECORDERS, dir_fd=dfd)
     except OSError:

@@ -36,6 +36,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,13 +46,15 @@ from hoopctl.audit.chain import (
     RESERVED,
     ChainChecker,
     ChainError,
+    Parsed,
     encode_fields,
     encode_str,
+    is_torn_marker,
     json_default,
     parse_line,
     seal,
 )
-from hoopctl.audit.ids import new_id
+from hoopctl.audit.ids import is_id, new_id
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +89,10 @@ class RecordingError(RuntimeError):
     """A record could not be written (or made durable): refuse what it was for."""
 
 
+def _is_id(value: Any) -> bool:
+    return isinstance(value, str) and is_id(value)
+
+
 def _why(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
@@ -99,16 +106,68 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
+@dataclass(frozen=True)
+class _Tail:
+    """The end of the ledger: its last well-formed record, and what follows it."""
+
+    last: Parsed | None
+    damaged: list[bytes]  # whole lines after it that are not well-formed records
+    fragment: bytes  # bytes after the last newline
+    reason: str  # why the last damaged line is not a record
+
+
+def _ledger_record(raw: bytes) -> Parsed:
+    parsed = parse_line(raw)
+    seq = parsed.record.get("seq")
+    if type(seq) is not int or seq < 0:
+        raise ChainError("seq is not a count")
+    return parsed
+
+
+def _read_tail(fd: int, size: int) -> _Tail:
+    """Read back from the end until a whole line is a well-formed record (or the start)."""
+    window = 4096
+    while True:
+        start = max(0, size - window)
+        lines = os.pread(fd, size - start, start).split(b"\n")
+        fragment = lines.pop()
+        if start > 0:
+            del lines[:1]  # may begin in the middle of a line
+        damaged: list[bytes] = []
+        reason = ""
+        for raw in reversed(lines):
+            try:
+                last = _ledger_record(raw)
+            except ChainError as exc:
+                damaged.append(raw)
+                reason = reason or str(exc)
+                continue
+            return _Tail(last, damaged[::-1], fragment, reason)
+        if start == 0:
+            return _Tail(None, damaged[::-1], fragment, reason)
+        window *= 4
+
+
+def _continues(tail: _Tail, prev: str, seq: int) -> bool:
+    """Whether the tail's fragment is a whole record that continues the chain from
+    (prev, seq), as verify will read it: the next record, or the torn marker for the
+    damaged lines before it (a repair whose write lost only its newline)."""
+    if not tail.fragment:
+        return False
+    try:
+        record = parse_line(tail.fragment).record
+    except ChainError:
+        return False
+    if tail.damaged:
+        return is_torn_marker(record, len(b"\n".join(tail.damaged)), prev, seq)
+    return record.get("seq") == seq and record.get("prev") == prev
+
+
 class Ledger:
     """The shared chain of session starts and ends, appended under flock."""
 
     def __init__(self, dir_fd: int, key: bytes | None) -> None:
-        self._fd = os.open(
-            layout.LEDGER,
-            os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-            0o600,
-            dir_fd=dir_fd,
-        )
+        self._fd = layout.open_regular(layout.LEDGER, os.O_RDWR | os.O_APPEND | os.O_CREAT, dir_fd=dir_fd)
         self._key = key
         self._lock = threading.Lock()
         self._size = -1
@@ -140,53 +199,56 @@ class Ledger:
         if size == 0:
             self._prev, self._seq, self._size = GENESIS, 0, 0
             return
-        window = 4096
-        while True:  # find the last newline and the one before it
-            start = max(0, size - window)
-            buf = os.pread(self._fd, size - start, start)
-            nl = buf.rfind(b"\n")
-            before = buf.rfind(b"\n", 0, nl) if nl >= 0 else -1
-            if before >= 0 or start == 0:
-                break
-            window *= 4
-        fragment = buf[nl + 1 :]
-        if fragment and not repair:
-            raise RecordingError("the ledger ends with a partial record; run `hoopctl sessions verify`")
-        if nl < 0:
+        tail = _read_tail(self._fd, size)
+        if tail.last is None:
             self._prev, self._seq = GENESIS, 0
         else:
-            try:
-                last = parse_line(buf[before + 1 : nl])
-            except ChainError as exc:
+            self._prev, self._seq = tail.last.hash, tail.last.record["seq"] + 1
+        if (tail.fragment or tail.damaged) and not repair:  # a running recorder never guesses
+            if tail.damaged:
                 raise RecordingError(
-                    f"the ledger's last record is damaged ({exc}); run `hoopctl sessions verify`"
-                ) from None
-            self._prev, self._seq = last.hash, int(last.record["seq"]) + 1
+                    f"the ledger's last record is damaged ({tail.reason}); run `hoopctl sessions verify`"
+                )
+            raise RecordingError("the ledger ends with a partial record; run `hoopctl sessions verify`")
         self._size = size
-        if fragment:
-            # A crash (power cut) left part of a record: close its line and say so in
-            # the chain, which continues from the last whole record.
+        if tail.fragment or tail.damaged:
+            self._repair(tail)
+
+    def _repair(self, tail: _Tail) -> None:
+        """Deal with what a crash left at the end of the ledger (a recorder is starting)."""
+        if _continues(tail, self._prev, self._seq):
+            # Only the newline was lost: the record is whole, and the chain goes on from it.
             try:
                 _write_all(self._fd, b"\n")
             except OSError as exc:
                 raise RecordingError(f"cannot repair the recordings ledger: {_why(exc)}") from exc
+            adopted = parse_line(tail.fragment)
             self._size += 1
-            self.append("torn", {"bytes": len(fragment)})
-            log.warning("the recordings ledger ended with %d bytes of a torn record; marked", len(fragment))
+            self._prev, self._seq = adopted.hash, self._seq + 1
+            log.warning("the recordings ledger's last record had lost its newline; restored")
+            return
+        # Part of a record (or a line that is not one): close its line and say so in the
+        # chain, which goes on from the last whole record. One write: a crash cannot
+        # leave the line closed but unmarked.
+        torn = b"\n".join([*tail.damaged, tail.fragment] if tail.fragment else tail.damaged)
+        self.append("torn", {"bytes": len(torn)}, prefix=b"\n" if tail.fragment else b"")
+        log.warning("the recordings ledger ended with %d bytes of a torn record; marked", len(torn))
 
-    def append(self, kind: str, fields: dict[str, Any]) -> str:
-        """Append one record; call inside ``locked()``. Returns its hash."""
+    def append(self, kind: str, fields: dict[str, Any], prefix: bytes = b"") -> str:
+        """Append one record; call inside ``locked()``. Returns its hash.
+
+        ``prefix``: bytes written before the record, in the same write."""
         body = encode_fields(
             {"seq": self._seq, "ts": round(_time(), 6), "prev": self._prev, "kind": kind, **fields}
         )
         line, digest = seal(body, self._key)
         try:
-            _write_all(self._fd, line)
+            _write_all(self._fd, prefix + line if prefix else line)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, self._size)
             raise RecordingError(f"cannot write the recordings ledger: {_why(exc)}") from exc
-        self._size += len(line)
+        self._size += len(prefix) + len(line)
         self._prev, self._seq = digest, self._seq + 1
         self.dirty = True
         return digest
@@ -486,6 +548,19 @@ class SessionRecording:
             raise RecordingError(f"session {self.sid}: end not recorded durably: {problem}")
 
 
+def _check_private(dfd: int, path: Path) -> None:
+    """Refuse a recordings directory others may write to (they could swap or plant
+    files under the recorder, which runs as root); only warn when others may read it."""
+    mode = os.fstat(dfd).st_mode
+    if mode & 0o022:
+        raise RecordingError(
+            f"recordings directory {path} is writable by other users (mode {mode & 0o7777:04o}); "
+            "make it mode 0700"
+        )
+    if mode & 0o077:
+        log.warning("recordings directory %s is open to other users; make it mode 0700", path)
+
+
 class Recorder:
     """Opens session recordings in one directory and keeps them durable."""
 
@@ -520,19 +595,22 @@ class Recorder:
             os.makedirs(self.dir, mode=0o700, exist_ok=True)
             self._dfd = layout.open_dir(self.dir)
             fds.append(self._dfd)
-            if os.fstat(self._dfd).st_mode & 0o077:
-                log.warning("recordings directory %s is open to other users; make it mode 0700", self.dir)
+            _check_private(self._dfd, self.dir)
             self._sdfd = layout.open_dir(layout.SESSIONS, dir_fd=self._dfd, create=True)
             fds.append(self._sdfd)
             self._rdfd = layout.open_dir(layout.RECORDERS, dir_fd=self._dfd, create=True)
             fds.append(self._rdfd)
-            self._lockfd = os.open(self.id + ".lock", _LOCK_FLAGS, 0o600, dir_fd=self._rdfd)
+            for fd, sub in ((self._sdfd, layout.SESSIONS), (self._rdfd, layout.RECORDERS)):
+                _check_private(fd, self.dir / sub)
+            self._lockfd = os.open(layout.lock_file(self.id), _LOCK_FLAGS, 0o600, dir_fd=self._rdfd)
             fds.append(self._lockfd)
             fcntl.flock(self._lockfd, fcntl.LOCK_EX)
             self._ledger = Ledger(self._dfd, key)
-        except OSError as exc:
+        except (OSError, RecordingError) as exc:
             for fd in fds:
                 os.close(fd)
+            if isinstance(exc, RecordingError):
+                raise
             raise RecordingError(f"cannot open recordings directory {self.dir}: {_why(exc)}") from exc
         try:
             with self._ledger.locked(repair=True) as ledger:
@@ -739,13 +817,15 @@ class Recorder:
         owner: dict[str, str] = {}
         registered: set[str] = set()
         for rec in ledger.read_all():
-            kind, sid = rec.get("kind"), rec.get("sid")
-            if kind == "open" and isinstance(sid, str):
-                owner[sid] = str(rec.get("recorder"))
-            elif kind in ("close", "recover"):
+            kind, sid, rid = rec.get("kind"), rec.get("sid"), rec.get("recorder")
+            # Only self-hashed, not chain-checked here: a sid or recorder id that is not
+            # an id could name a path outside the directory (as root). Ignore it.
+            if kind == "open" and _is_id(sid) and _is_id(rid):
+                owner[sid] = rid
+            elif kind in ("close", "recover") and isinstance(sid, str):
                 owner.pop(sid, None)
-            elif kind == "recorder":
-                registered.add(str(rec.get("recorder")))
+            elif kind == "recorder" and _is_id(rid):
+                registered.add(rid)
         alive: dict[str, bool] = {}
         for sid, rid in owner.items():
             if rid not in alive:
@@ -762,15 +842,13 @@ class Recorder:
         for rid, live in alive.items():
             if not live:
                 with contextlib.suppress(OSError):
-                    os.unlink(rid + ".lock", dir_fd=self._rdfd)
+                    os.unlink(layout.lock_file(rid), dir_fd=self._rdfd)
 
     def _scan(self, sid: str) -> dict[str, Any]:
         """What a dead recorder left of a session: valid records, last hash, torn tail."""
         try:
-            fd = os.open(
-                layout.session_file(sid), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._sdfd
-            )
-        except OSError as exc:
+            fd = layout.open_regular(layout.session_file(sid), os.O_RDONLY, dir_fd=self._sdfd)
+        except OSError as exc:  # gone, a symlink, a FIFO...: no recording to read
             return {"records": 0, "last": None, "missing": True, "problem": _why(exc)}
         try:
             with os.fdopen(fd, "rb") as f:
@@ -821,7 +899,7 @@ class Recorder:
 
     def _release(self) -> None:
         with contextlib.suppress(OSError):
-            os.unlink(self.id + ".lock", dir_fd=self._rdfd)
+            os.unlink(layout.lock_file(self.id), dir_fd=self._rdfd)
         self._ledger.close()
         for fd in (self._lockfd, self._rdfd, self._sdfd, self._dfd):
             with contextlib.suppress(OSError):
