@@ -15,7 +15,19 @@ Both directions are asyncio Protocols (no streams, no tasks per message):
   ErrorResponse and ReadyForQuery close the statement records.
 
 `_pending` is the FIFO of what the client asked that the gateway must match to
-the database's answers, in order.
+the database's answers, in order. It mirrors the backend's own state machine:
+after an error in an extended-protocol message the database discards every
+message up to the next Sync (simple Queries included), and while it reads COPY
+data it ignores Syncs. Parse and Close change what a statement name runs only
+when the database answers them (a skipped Parse changes nothing). An answer that
+does not fit the head of `_pending` ends the session: the gateway never guesses
+which statement rows belong to.
+
+Masking a portal's rows needs its RowDescription: each Execute points at the
+Describe (the client's, or one injected) whose answer plans them, and anything
+that may close or re-declare a portal (Bind, Close, a Query, another portal's
+Execute) forgets what an earlier Describe said about it. Rows with no known plan
+are withheld.
 """
 
 from __future__ import annotations
@@ -39,16 +51,29 @@ RESERVED_NAME = "__hoopctl_refused__"
 FAIL_QUERY = pw.Query(REFUSED_SQL).encode()
 FAIL_EXTENDED = pw.Describe("S", RESERVED_NAME).encode()
 WRITE_HIGH = 256 * 1024
+# Portals whose Describe answer is kept at once; a client describing more without executing
+# them only costs itself injected Describes later.
+MAX_DESCRIBED = 256
 
 _UNSET = object()
+_LOST = object()  # rows arrived where no statement expects them
 _D, _T, _C, _E, _Z, _N, _A, _S, _I, _s, _n = (ord(c) for c in "DTCEZNASIsn")
 _Q, _p, _B, _P = ord("Q"), ord("p"), ord("B"), ord("P")
+_G, _1, _2, _3 = ord("G"), ord("1"), ord("2"), ord("3")
+_d, _c, _f, _H, _X = ord("d"), ord("c"), ord("f"), ord("H"), ord("X")
+
+# What the database does with the client's next message (see `Session._mode`).
+_NORMAL, _SKIP, _COPY = 0, 1, 2
 
 
 class _Kind:
     QUERY = "Q"  # simple Query: ends at ReadyForQuery
     EXECUTE = "E"  # Execute: ends at CommandComplete/EmptyQuery/PortalSuspended/Error
-    SYNC = "S"
+    SYNC = "S"  # ends at ReadyForQuery
+    BIND = "B"  # ends at BindComplete
+    PARSE = "P"  # ends at ParseComplete, which applies it
+    CLOSE = "C"  # Close of a statement: ends at CloseComplete, which applies it
+    CLOSE_PORTAL = "c"  # ends at CloseComplete
     DESCRIBE = "d"  # client's Describe: ends at RowDescription/NoData
     INJECTED_DESCRIBE = "D"  # ours, so masking knows a portal's columns; answer swallowed
     REFUSED_QUERY = "R"  # simple-protocol refusal: swap its error, end at ReadyForQuery
@@ -56,22 +81,73 @@ class _Kind:
 
 
 class _Pending:
-    __slots__ = ("kind", "handle", "t0", "rows", "error", "masked", "masker", "portal", "message", "withheld")
+    """A statement or Describe awaiting its answer."""
 
-    def __init__(self, kind: str, handle: int | None = None, portal: str = "", message: bytes = b"") -> None:
+    __slots__ = (
+        "kind",
+        "handle",
+        "t0",
+        "rows",
+        "error",
+        "masked",
+        "masker",
+        "portal",
+        "message",
+        "withheld",
+        "describe",
+    )
+
+    def __init__(
+        self, kind: str, handle: int | None = None, portal: str | None = "", message: bytes = b""
+    ) -> None:
         self.kind = kind
         self.handle = handle
         self.t0 = time.monotonic()
         self.rows = 0
         self.error: str | None = None
         self.masked = 0
-        self.masker: Any = None
+        self.masker: Any = _UNSET  # Describe, Query: the plan for the rows (None: nothing to mask)
         self.portal = portal
         self.message = message
         self.withheld = ""  # rows dropped because a binary column is covered (binary: refuse)
+        self.describe: _Pending | None = None  # Execute: the Describe whose answer plans its rows
 
 
-_SYNC = _Pending(_Kind.SYNC)  # carries no state: one shared entry for every Sync
+class _Definition:
+    """A Parse or a Close of a statement, applied when the database answers it."""
+
+    __slots__ = ("kind", "name", "sql", "classes")
+
+    def __init__(self, kind: str, name: str, sql: str | None, classes: frozenset[str]) -> None:
+        self.kind = kind
+        self.name = name
+        self.sql = sql  # None for a Close
+        self.classes = classes
+
+
+class _Marker:
+    """An answer with nothing to carry: shared, and nothing can be written onto it."""
+
+    __slots__ = ("kind",)
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+
+_SYNC = _Marker(_Kind.SYNC)
+_BIND = _Marker(_Kind.BIND)
+_CLOSE_PORTAL = _Marker(_Kind.CLOSE_PORTAL)
+
+
+class _Withhold:
+    """The plan for rows whose columns the gateway does not know: none of them goes out."""
+
+    __slots__ = ()
+    refuse = True
+    reason = "the gateway could not tell which columns these rows have"
+
+
+_WITHHOLD = _Withhold()
 
 
 @dataclass(frozen=True)
@@ -171,11 +247,17 @@ class Session:
         self.masking = ctx.masking()  # MaskingRules if any rule applies to this resource, else None
         self._masks_text = self.masking is not None and self.masking.masks_text(ctx.resource)
         self._policy_getter = ctx.policy
-        self._pending: deque[_Pending] = deque()
-        self._statements: dict[str, str] = {}  # prepared statement name -> SQL (protocol level)
+        self._pending: deque[Any] = deque()  # _Pending, _Definition, _Marker
+        self._mode = _NORMAL  # _SKIP: the database discards up to the next Sync; _COPY: it reads COPY data
+        # Prepared statement name -> SQL (protocol level): what the database has (answered) and
+        # what it will have once the Parses and Closes on their way are answered.
+        self._confirmed: dict[str, str] = {}
+        self._statements: dict[str, str] = {}
+        self._definitions = 0  # Parses and Closes of statements on their way
+        self._defined_since_sync: set[str] = set()
         self._portals: dict[str, tuple[str, pw.Bind]] = {}  # portal -> (SQL, its Bind)
-        self._described: set[str] = set()
-        self._portal_masker: dict[str, Any] = {}
+        self._described: dict[str, _Pending] = {}  # portal -> the latest Describe of it
+        self._access_note: Any = _UNSET  # _sync_access() within one batch of client messages
         self._ubuf = bytearray()
         self._cbuf = b""
         self._ended: list[_Pending] = []  # finished statements whose result is not recorded yet
@@ -207,6 +289,7 @@ class Session:
         self.policy = policy
         self.masking = self.ctx.masking()
         self._masks_text = self.masking is not None and self.masking.masks_text(self.ctx.resource)
+        self._described.clear()  # planned under the old rules: ask again
 
     # ------------------------------------------------------------ client -> database
 
@@ -219,6 +302,7 @@ class Session:
         buf = self._cbuf + data if self._cbuf else data
         out: list[bytes] = []
         used = 0
+        self._access_note = _UNSET
         try:
             frames, used = pw.split_frames(buf, self.ctx.max_message_size)
             for tag, start, end in frames:
@@ -244,6 +328,8 @@ class Session:
 
     def _client_frame(self, tag: int, buf: bytes, start: int, end: int, out: list[bytes]) -> None:
         """One client message; the frequent ones are read in place, the rest decoded in full."""
+        if self._mode and self._outside_normal_mode(tag, buf, start, end, out):
+            return
         if tag == _Q:
             if buf[end - 1] != 0 or buf.find(b"\0", start + 5, end - 1) >= 0:
                 raise pw.ProtocolError("Query: malformed string")
@@ -267,6 +353,8 @@ class Session:
             if end - start != 5:
                 raise pw.ProtocolError("Sync: trailing bytes")
             self._pending.append(_SYNC)
+            if self._defined_since_sync:
+                self._defined_since_sync.clear()
             out.append(b"S\0\0\0\4")
         elif tag == _D:  # Describe (libpq sends one with every prepared execution)
             kind = buf[start + 5] if end - start > 6 else 0
@@ -286,6 +374,25 @@ class Session:
                 raise pw.ProtocolError("unexpected authentication response in a running session")
             self._client_message(msg, raw, out)
 
+    def _outside_normal_mode(self, tag: int, buf: bytes, start: int, end: int, out: list[bytes]) -> bool:
+        """A message while the database skips to Sync or reads COPY data; True if handled here."""
+        if tag == _X:
+            return False
+        if self._mode == _SKIP:
+            if tag == _S:
+                self._mode = _NORMAL
+                return False
+            return True  # the database would discard it: it never reaches it
+        # COPY FROM STDIN: the database reads data and ignores Sync and Flush.
+        if tag in (_d, _H):
+            out.append(buf[start:end])
+        elif tag in (_c, _f):
+            self._mode = _NORMAL
+            out.append(buf[start:end])
+        elif tag != _S:  # a Sync is dropped: whether the database answers it would depend on the data
+            raise pw.ProtocolError(f"message {chr(tag)!r} during COPY FROM STDIN")
+        return True
+
     def _client_message(self, msg: Any, raw: bytes, out: list[bytes]) -> None:
         cls = type(msg)
         if cls is pw.Bind:
@@ -293,33 +400,61 @@ class Session:
         elif cls is pw.Parse:
             self._parse(msg, raw, out)
         elif cls is pw.Close:
-            if msg.kind == "S":
-                self._statements.pop(msg.name, None)
-                self.policy.close_statement(msg.name)
-            else:
-                self._portals.pop(msg.name, None)
-                self._portal_masker.pop(msg.name, None)
-            out.append(raw)
+            self._close(msg, raw, out)
         elif cls is pw.Terminate:
             out.append(raw)
             self.up.write(b"".join(out))
             out.clear()
             self.close("client terminated")
         elif cls is pw.FunctionCall:
+            self._forget_portals()
             self._refuse_simple(
                 "the fast-path function call interface is not allowed through the gateway", out
             )
-        else:  # Flush, CopyData, CopyDone, CopyFail
+        elif cls is pw.Flush:
             out.append(raw)
+        # CopyData, CopyDone, CopyFail outside COPY: the database ignores them; so do we.
+
+    def _close(self, msg: pw.Close, raw: bytes, out: list[bytes]) -> None:
+        if msg.kind == "S":
+            self._pending.append(_Definition(_Kind.CLOSE, msg.name, None, frozenset()))
+            self._definitions += 1
+            self._defined_since_sync.add(msg.name)
+            self._statements.pop(msg.name, None)
+        else:
+            self._portals.pop(msg.name, None)
+            self._described.pop(msg.name, None)
+            self._pending.append(_CLOSE_PORTAL)
+        out.append(raw)
+
+    def _forget_portals(self) -> None:
+        """A simple Query may close, declare or replace any portal (and drops the unnamed one)."""
+        if self._described:
+            self._described.clear()
+        if self._portals:
+            self._portals.clear()
 
     def _describe(self, portal: bool, name: str, raw: bytes, out: list[bytes]) -> None:
+        entry = _Pending(_Kind.DESCRIBE, portal=name if portal else None)
         if portal:
-            self._described.add(name)
-        self._pending.append(_Pending(_Kind.DESCRIBE, portal=name if portal else None))
+            described = self._described
+            if len(described) >= MAX_DESCRIBED:
+                described.clear()
+            described[name] = entry
+        self._pending.append(entry)
         out.append(raw)
 
     def _sync_access(self) -> str | None:
-        """Applies revocations and live grants before a statement is judged; a refusal message or None."""
+        """Applies revocations and live grants before a statement is judged; a refusal message or None.
+
+        Nothing changes them within one batch of client messages (one event-loop callback), so a
+        Bind and its Execute share one look-up."""
+        note = self._access_note
+        if note is _UNSET:
+            note = self._access_note = self._check_access()
+        return note
+
+    def _check_access(self) -> str | None:
         access = self.ctx.access
         if access is None:
             return None
@@ -414,6 +549,7 @@ class Session:
             return _Refused(f"the gateway could not judge this statement ({type(exc).__name__})")
 
     def _query(self, sql: str, raw: bytes, out: list[bytes]) -> None:
+        self._forget_portals()
         problem = self._sync_access() or self._gate(sql, "simple")
         verdict = None if problem else self._verdict(self.policy.check_query, sql)
         if verdict is not None and not verdict.allowed:
@@ -441,7 +577,7 @@ class Session:
         out.append(FAIL_EXTENDED)
 
     def _parse(self, msg: pw.Parse, raw: bytes, out: list[bytes]) -> None:
-        self._statements.pop(msg.name, None)
+        # A refused Parse never reaches the database: what the name runs stays as it was.
         if msg.name == RESERVED_NAME:
             self._refuse_extended("this statement name is reserved by the gateway", out)
             return
@@ -450,33 +586,68 @@ class Session:
             self._record(msg.sql, None, False, "credential", "extended")
             self._refuse_extended(problem, out)
             return
-        verdict = self._verdict(lambda sql: self.policy.check_parse(sql, msg.name), msg.sql)
+        verdict, classes = self._judge_parse(msg.sql)
         if not verdict.allowed:
             problem = self._maybe_hold(msg.sql, verdict) or verdict.message
             self._record(msg.sql, None, False, verdict.rule, "extended")
             self._refuse_extended(problem, out)
             return
+        self.policy.stage_statement(msg.name, classes)
+        self._pending.append(_Definition(_Kind.PARSE, msg.name, msg.sql, classes))
+        self._definitions += 1
+        self._defined_since_sync.add(msg.name)
         self._statements[msg.name] = msg.sql
         out.append(raw)
 
+    def _judge_parse(self, sql: str) -> tuple[Any, frozenset[str]]:
+        try:
+            return self.policy.judge_parse(sql)
+        except Exception as exc:  # fail closed on a policy bug
+            log.exception("policy check failed")
+            return _Refused(f"the gateway could not judge this statement ({type(exc).__name__})"), frozenset()
+
     def _bind(self, msg: pw.Bind, raw: bytes, out: list[bytes]) -> None:
-        self._described.discard(msg.portal)
-        self._portal_masker.pop(msg.portal, None)
-        self._sync_access()
+        self._described.pop(msg.portal, None)
+        problem = self._sync_access()
+        if problem:
+            self._portals.pop(msg.portal, None)
+            self._record(self._statement_text(msg.statement), None, False, "credential", "extended")
+            self._refuse_extended(problem, out)
+            return
         verdict = self._verdict(self.policy.check_execute, msg.statement)
         if not verdict.allowed:
             self._portals.pop(msg.portal, None)
             self._record(f"-- bind {msg.statement!r}", None, False, verdict.rule, "extended")
             self._refuse_extended(verdict.message, out)
             return
-        sql = self._statements.get(msg.statement) or f"-- prepared statement {msg.statement!r}"
-        self._portals[msg.portal] = (sql, msg)
+        self._portals[msg.portal] = (self._statement_text(msg.statement), msg)
+        self._pending.append(_BIND)
         out.append(raw)
+
+    def _statement_text(self, name: str) -> str:
+        """The SQL a Bind of `name` runs, for the recording."""
+        if self._definitions and name not in self._defined_since_sync:
+            return self._uncertain_text(name)
+        sql = self._statements.get(name)
+        return f"-- prepared statement {name!r}" if sql is None else sql
+
+    def _uncertain_text(self, name: str) -> str:
+        """A Parse or Close of `name` sent before the last Sync is not answered yet: if its
+        pipeline fails, the database keeps what it had, so the record names each possibility."""
+        texts = [self._confirmed.get(name)]
+        texts += [item.sql for item in self._pending if type(item) is _Definition and item.name == name]
+        if len(texts) == 1:
+            sql = texts[0]
+            return f"-- prepared statement {name!r}" if sql is None else sql
+        options = dict.fromkeys(
+            f"-- no statement {name!r}" if sql is None else sql for sql in reversed(texts)
+        )
+        return "\n-- or, if an earlier pipeline failed:\n".join(options)
 
     def _execute(self, name: str, raw: bytes, out: list[bytes]) -> None:
         portal = self._portals.get(name)
         sql, bind = portal if portal else (f"-- execute portal {name!r}", None)
-        problem = self._gate(sql, "extended")
+        problem = self._sync_access() or self._gate(sql, "extended")
         if problem:
             self._record(sql, None, False, "credential", "extended")
             self._refuse_extended(problem, out)
@@ -491,12 +662,23 @@ class Session:
             self._refuse_extended("the gateway cannot record this statement, so it is not run", out, "58030")
             return
         self.executed += 1
-        if name not in self._described and self.masking is not None:
+        described = self._described
+        source = described.get(name)
+        if len(described) > (source is not None):
+            # This statement may close or declare other portals (SQL CLOSE, DECLARE, a function
+            # opening a cursor): what was described of them may no longer hold.
+            described.clear()
+            if source is not None:
+                described[name] = source
+        if source is None and self.masking is not None:
             # Without a RowDescription the DataRows could not be masked: ask for one.
+            source = _Pending(_Kind.INJECTED_DESCRIBE, portal=name)
             out.append(pw.Describe("P", name).encode())
-            self._pending.append(_Pending(_Kind.INJECTED_DESCRIBE, portal=name))
-            self._described.add(name)
-        self._pending.append(_Pending(_Kind.EXECUTE, h, portal=name))
+            self._pending.append(source)
+            described[name] = source
+        entry = _Pending(_Kind.EXECUTE, h, portal=name)
+        entry.describe = source
+        self._pending.append(entry)
         out.append(raw)
 
     # ------------------------------------------------------------ database -> client
@@ -541,48 +723,77 @@ class Session:
             if tag == _D:
                 if masker is _UNSET:
                     masker = self._current_masker()
+                    if masker is _LOST:
+                        self._lost("a data row")
+                        return used
                 if masker is None:
                     continue
                 new = b"" if masker.refuse else self._mask_row(masker, view[start + 5 : end])
-                if masker.refuse and self._pending:
-                    self._pending[0].withheld = masker.reason or "a masked column is in binary format"
+                if masker.refuse:
+                    pending[0].withheld = masker.reason or "a masked column is in binary format"
                 if new is not None:
                     pieces.append(view[mark:start])
                     pieces.append(new)
                     mark = end
                 continue
             replace: bytes | None = None
+            if tag == _2:  # BindComplete
+                if not pending or pending[0] is not _BIND:
+                    self._lost("BindComplete")
+                    return used
+                pending.popleft()
+                continue
             if tag in (_C, _I, _s):
                 head = pending[0] if pending else None
-                if head is not None:
-                    if tag == _C:
-                        head.rows += _rows(view[start + 5 : end - 1])
-                    if head.withheld:
-                        head.error = head.withheld
-                        replace = _refusal(head.withheld, "ask for text format results")
-                        head.withheld = ""
-                    if head.kind == _Kind.EXECUTE:
-                        pending.popleft()
-                        self._finish(head)
+                kind = head.kind if head is not None else None
+                if kind is not _Kind.EXECUTE and kind is not _Kind.QUERY:
+                    self._lost("a command's completion")
+                    return used
+                if tag == _C:
+                    head.rows += _rows(view[start + 5 : end - 1])
+                if head.withheld:
+                    head.error = head.withheld
+                    replace = _refusal(head.withheld, "ask for text format results")
+                    head.withheld = ""
+                if kind is _Kind.EXECUTE:
+                    pending.popleft()
+                    self._finish(head)
                 masker = _UNSET
             elif tag == _Z:
                 self.status = chr(buf[start + 5])
-                self._ready()
                 masker = _UNSET
+                if not self._ready():
+                    return used
             elif tag in (_T, _n):
-                if tag == _T:
-                    stall = self._row_description(view[start:end])
-                    if stall:
+                head = pending[0] if pending else None
+                kind = head.kind if head is not None else None
+                if kind is _Kind.DESCRIBE or kind is _Kind.INJECTED_DESCRIBE:
+                    if tag == _n:
+                        head.masker = None
+                    elif head.portal is not None and self._row_description(head, view[start:end]):
+                        pieces.append(view[mark:start])
+                        self._flush(pieces)
+                        return start  # stalled: the catalog is asked first
+                    pending.popleft()
+                    if kind is _Kind.INJECTED_DESCRIBE:
+                        replace = b""
+                elif kind is _Kind.QUERY and tag == _T:
+                    if self._row_description(head, view[start:end]):
                         pieces.append(view[mark:start])
                         self._flush(pieces)
                         return start
-                swallow = self._described_done(tag)
-                if swallow:
-                    replace = b""
+                else:
+                    self._lost("a row description")
+                    return used
                 masker = _UNSET
             elif tag == _E:
                 replace = self._error(bytes(view[start:end]))
                 masker = _UNSET
+            elif tag in (_1, _3):
+                if not self._defined(tag):
+                    return used
+            elif tag == _G and not self._copy_in():
+                return used
             if replace is not None:
                 pieces.append(view[mark:start])
                 if replace:
@@ -601,27 +812,36 @@ class Session:
         if data:
             self.client.write(data)
 
+    def _lost(self, what: str) -> None:
+        """An answer that fits no request: which statement it belongs to is unknown, so nothing
+        more of this session goes out (rows could escape masking, results be misattributed)."""
+        self.fatal("08P01", f"the gateway lost track of the database's answers ({what})")
+
     def _current_masker(self) -> Any:
-        """The masking plan for DataRows arriving now: the head statement's, or None."""
+        """The masking plan for DataRows arriving now: None, a plan, _WITHHOLD, or _LOST."""
         pending = self._pending
         head = pending[0] if pending else None
-        if head is None:
+        kind = head.kind if head is not None else None
+        if kind is _Kind.EXECUTE:
+            source = head.describe
+            masker = source.masker if source is not None else _UNSET
+        elif kind is _Kind.QUERY:
+            masker = head.masker
+        else:
+            return _LOST
+        if self.masking is None:
             return None
-        if head.kind == _Kind.EXECUTE:
-            return self._portal_masker.get(head.portal)
-        return head.masker
+        return _WITHHOLD if masker is _UNSET else masker
 
     def _mask_row(self, masker: Any, payload: memoryview) -> bytes | None:
         values = pw.decode_data_row(payload)
         new, count = masker.mask(values)
         if not count:
             return None
-        head = self._pending[0] if self._pending else None
-        if head is not None:
-            head.masked += count
+        self._pending[0].masked += count
         return pw.encode_data_row(new)
 
-    def _row_description(self, frame: memoryview) -> bool:
+    def _row_description(self, head: _Pending, frame: memoryview) -> bool:
         """Plans masking for the coming rows; True if the catalog must be asked first (stall)."""
         if self.masking is None:
             return False
@@ -629,13 +849,7 @@ class Session:
         if type(masker) is CatalogMiss:
             self._stall(self.ctx.catalog.resolve(masker.oids))
             return True
-        head = self._pending[0] if self._pending else None
-        if head is not None:
-            if head.kind in (_Kind.DESCRIBE, _Kind.INJECTED_DESCRIBE):
-                if head.portal is not None:
-                    self._portal_masker[head.portal] = masker
-            else:
-                head.masker = masker
+        head.masker = masker
         return False
 
     def _stall(self, coro: Any) -> None:
@@ -653,45 +867,133 @@ class Session:
 
         asyncio.ensure_future(wait())
 
-    def _described_done(self, tag: int) -> bool:
-        """A RowDescription/NoData answered a Describe: pop it; True to swallow (ours)."""
+    def _defined(self, tag: int) -> bool:
+        """ParseComplete or CloseComplete: the database applied it, so the gateway does too."""
         pending = self._pending
-        if pending and pending[0].kind in (_Kind.DESCRIBE, _Kind.INJECTED_DESCRIBE):
-            head = pending.popleft()
-            if tag == _n and head.portal is not None:
-                self._portal_masker[head.portal] = None
-            return head.kind == _Kind.INJECTED_DESCRIBE
-        return False
+        head = pending[0] if pending else None
+        kind = head.kind if head is not None else None
+        if kind is _Kind.CLOSE_PORTAL and tag == _3:
+            pending.popleft()
+            return True
+        if kind is not (_Kind.PARSE if tag == _1 else _Kind.CLOSE):
+            self._lost("ParseComplete" if tag == _1 else "CloseComplete")
+            return False
+        pending.popleft()
+        self._definitions -= 1
+        name = head.name
+        later = self._later_classes(name)  # Parses of the same name still on their way
+        if kind is _Kind.PARSE:
+            self._confirmed[name] = head.sql
+            self.policy.confirm_statement(name, head.classes if later is None else head.classes | later)
+        else:
+            self._confirmed.pop(name, None)
+            if later is None:
+                self.policy.close_statement(name)
+            else:
+                self.policy.confirm_statement(name, later)
+        return True
+
+    def _later_classes(self, name: str) -> frozenset[str] | None:
+        if not self._definitions:
+            return None
+        found: frozenset[str] | None = None
+        for item in self._pending:
+            if type(item) is _Definition and item.kind is _Kind.PARSE and item.name == name:
+                found = item.classes if found is None else found | item.classes
+        return found
+
+    def _copy_in(self) -> bool:
+        """CopyInResponse: the database reads COPY data until CopyDone or CopyFail."""
+        pending = self._pending
+        head = pending[0] if pending else None
+        kind = head.kind if head is not None else None
+        if kind is not _Kind.QUERY and kind is not _Kind.EXECUTE:
+            self._lost("CopyInResponse")
+            return False
+        # Syncs sent after the COPY statement (libpq sends one with its Execute) reach the
+        # database in COPY mode, which ignores them: no answer will come for them.
+        while len(pending) > 1:
+            if pending[1] is not _SYNC:
+                self.fatal(
+                    "08P01", "protocol violation: a message other than COPY data during COPY FROM STDIN"
+                )
+                return False
+            del pending[1]
+        self._mode = _COPY
+        return True
 
     def _error(self, raw: bytes) -> bytes | None:
         """An ErrorResponse: attribute it; returns replacement bytes, or None to forward as is."""
+        if self._mode == _COPY:
+            self._mode = _NORMAL  # an error ends COPY; later COPY data is ignored
         pending = self._pending
         if not pending:
             return None
         head = pending[0]
+        kind = head.kind
+        if kind is _Kind.SYNC:  # the commit at Sync failed; ReadyForQuery follows
+            return None
         message = _error_message(raw)
-        if head.kind in (_Kind.QUERY, _Kind.REFUSED_QUERY):
+        if kind is _Kind.QUERY or kind is _Kind.REFUSED_QUERY:
             head.error = message
-            return head.message if head.kind == _Kind.REFUSED_QUERY else None
-        # Extended protocol: the database now skips everything up to Sync.
-        replacement = head.message if head.kind == _Kind.REFUSED else None
-        while pending and pending[0].kind not in (_Kind.SYNC, _Kind.QUERY, _Kind.REFUSED_QUERY):
+            return head.message if kind is _Kind.REFUSED_QUERY else None
+        # Extended protocol: the database now discards every message up to the next Sync,
+        # simple Queries included.
+        replacement = head.message if kind is _Kind.REFUSED else None
+        redefined: set[str] = set()
+        while pending and pending[0] is not _SYNC:
             item = pending.popleft()
-            if item.kind == _Kind.EXECUTE:
+            kind = item.kind
+            if kind is _Kind.EXECUTE or kind is _Kind.QUERY:
                 item.error = message if item is head else "not run: an earlier message in the pipeline failed"
                 self._finish(item)
+            elif kind is _Kind.PARSE or kind is _Kind.CLOSE:
+                self._definitions -= 1
+                redefined.add(item.name)
+            elif kind is _Kind.DESCRIBE or kind is _Kind.INJECTED_DESCRIBE:
+                self._forget_describe(item)
+        if not pending:
+            self._mode = _SKIP  # until the client's next Sync
+        for name in redefined:
+            self._undo_definitions(name)
         return replacement
 
-    def _ready(self) -> None:
+    def _forget_describe(self, item: _Pending) -> None:
+        """A failed or skipped Describe tells nothing: the next Execute of its portal asks again."""
+        if item.portal is not None and self._described.get(item.portal) is item:
+            del self._described[item.portal]
+
+    def _undo_definitions(self, name: str) -> None:
+        """Parses and Closes of `name` were skipped: it runs what the database has, or what the
+        ones still on their way will make it."""
+        sql = self._confirmed.get(name)
+        for item in self._pending:
+            if type(item) is _Definition and item.name == name:
+                sql = item.sql
+        if sql is None:
+            self._statements.pop(name, None)
+        else:
+            self._statements[name] = sql
+        # The policy keeps judging `name` by everything it may run until a Parse is answered.
+
+    def _ready(self) -> bool:
+        """ReadyForQuery ends a Sync or a simple Query; False if it fits neither (session ended)."""
+        if self._mode == _SKIP:
+            self._mode = _NORMAL  # the database answered a Sync: it skips no more
         pending = self._pending
-        while pending:
-            item = pending.popleft()
-            if item.kind == _Kind.EXECUTE:
-                self._finish(item)
-            if item.kind in (_Kind.SYNC, _Kind.QUERY, _Kind.REFUSED_QUERY):
-                if item.kind == _Kind.QUERY:
-                    self._finish(item)
-                break
+        if not pending:
+            return True
+        head = pending[0]
+        kind = head.kind
+        if kind is _Kind.SYNC or kind is _Kind.REFUSED_QUERY:
+            pending.popleft()
+        elif kind is _Kind.QUERY:
+            pending.popleft()
+            self._finish(head)
+        else:
+            self._lost("ReadyForQuery")
+            return False
+        return True
 
     def _finish(self, item: _Pending) -> None:
         if item.handle is not None:

@@ -193,6 +193,12 @@ class SessionPolicy:
     that `EXECUTE name` is judged by it. A name keeps every class it ever carried in the session
     (re-preparing a name after DEALLOCATE cannot launder it, even when a DEALLOCATE failed on the
     server); EXECUTE of a name the gateway never saw prepared is refused.
+
+    A protocol Parse is judged (`judge_parse`) when it arrives, staged (`stage_statement`) when it is
+    forwarded and confirmed (`confirm_statement`) when the database answers ParseComplete: until
+    then the database may skip it (after an earlier error in the pipeline) and keep what the name
+    ran before, so a staged name is judged by both. The unnamed statement, replaced at every
+    unnamed Parse, keeps only what it may run now.
     """
 
     def __init__(
@@ -239,14 +245,35 @@ class SessionPolicy:
 
     def check_query(self, sql: str) -> Verdict:
         """A simple-protocol Query: every statement must be allowed, or the whole string is refused."""
-        return self._check(self.policy.classify(sql), parse_name=None)
+        return self._check(self.policy.classify(sql))
 
     def check_parse(self, sql: str, name: str = "") -> Verdict:
-        """An extended-protocol Parse (one statement); `name` is the prepared statement's name."""
+        """An extended-protocol Parse (one statement) that `name` now runs, if allowed."""
+        verdict, classes = self.judge_parse(sql)
+        if verdict.allowed:
+            self.stage_statement(name, classes)
+        return verdict
+
+    def judge_parse(self, sql: str) -> tuple[Verdict, frozenset[str]]:
+        """An extended-protocol Parse (one statement), and what its name will need at each Bind.
+
+        Records nothing under the statement's name: see `stage_statement`."""
         found = self.policy.classify(sql)
         if found.error is None and len(found.statements) > 1:
-            return self._refuse("multiple-statements-in-parse", found.classes, None)
-        return self._check(found, parse_name=name)
+            return self._refuse("multiple-statements-in-parse", found.classes, None), frozenset()
+        verdict = self._check(found)
+        if not verdict.allowed or not found.statements:
+            return verdict, frozenset()
+        return verdict, _stored(found.statements[0])
+
+    def stage_statement(self, name: str, classes: frozenset[str]) -> None:
+        """A Parse of `name` is on its way: until the database answers, `name` may still run what
+        it ran before (the Parse may be skipped), so it is judged by both."""
+        self._record(name, classes | self._prepared.get(name, frozenset()), self._prepared, union=name != "")
+
+    def confirm_statement(self, name: str, classes: frozenset[str]) -> None:
+        """The database prepared `name`: it runs `classes` (with those of Parses still on their way)."""
+        self._record(name, classes, self._prepared, union=name != "")
 
     def check_execute(self, name: str) -> Verdict:
         """Bind/Execute of a statement prepared earlier: judged again against today's grants."""
@@ -256,10 +283,10 @@ class SessionPolicy:
         return self._judge_classes(stored, self.grants)
 
     def close_statement(self, name: str) -> None:
-        """A protocol-level Close of a prepared statement."""
+        """The database closed a prepared statement (protocol-level Close)."""
         self._prepared.pop(name, None)
 
-    def _check(self, found: Classification, parse_name: str | None) -> Verdict:
+    def _check(self, found: Classification) -> Verdict:
         if found.error is not None:
             return self._refuse(UNPARSABLE, frozenset(), None, detail=found.error)
         if self._role is None:
@@ -269,8 +296,6 @@ class SessionPolicy:
         if len(statements) == 1:
             only = statements[0]
             if only.plain and only.classes <= grants:
-                if parse_name is not None:
-                    self._record(parse_name, only.classes, self._prepared, union=parse_name != "")
                 return _allowed(only.classes)
         prepared = self._prepared
         staged: dict[str, frozenset[str]] | None = None
@@ -300,14 +325,15 @@ class SessionPolicy:
                 self._apply(statement, staged)
         if staged is not None:
             self._prepared = staged
-        if parse_name is not None:
-            stored = _stored(statements[0]) if statements else frozenset()
-            self._record(parse_name, stored, self._prepared, union=parse_name != "")
         return _allowed(total)
 
     def _apply(self, statement: StatementClass, staged: dict[str, frozenset[str]]) -> None:
         if statement.deallocates_all:
+            # DEALLOCATE ALL and DISCARD ALL leave the protocol's unnamed statement in place.
+            unnamed = staged.get("")
             staged.clear()
+            if unnamed is not None:
+                staged[""] = unnamed
         if statement.deallocates is not None:
             staged.pop(statement.deallocates, None)
         if statement.prepares is not None:

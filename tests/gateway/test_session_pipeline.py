@@ -1,0 +1,318 @@
+"""The gateway keeps matching the database's answers to the right requests, whatever the pipeline.
+
+Each test sends, with a bare socket, what a client may legally (or slyly) send: a Describe that
+fails, a portal closed and re-declared by SQL, a Query in a pipeline the database is skipping, COPY
+through the extended protocol, a Parse skipped after an error. Masking, refusals, revocation and
+the recording must all still apply to the statement that really runs.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import replace
+
+import psycopg
+import pytest
+
+from hoopctl.access.tokens import TokenAuthority, load_key
+from hoopctl.audit.reader import Recordings
+from hoopctl.gateway import pgwire as pw
+from hoopctl.gateway.policy import Policy
+from tests.gateway.conftest import DBNAME, _run_gateway, _stop
+from tests.gateway.test_access_e2e import access_config, token_id
+from tests.gateway.test_server import raw_login
+
+SYNC = pw.Sync().encode()
+FLUSH = pw.Flush().encode()
+CURSOR = "CURSOR WITH HOLD FOR SELECT id, email FROM accounts WHERE id = 1"
+MASKED_ROW = ("1", "u***@example.com")
+CLEAR_ROW = ("1", "user1@example.com")
+
+
+def parse(name: str, sql: str) -> bytes:
+    return pw.Parse(name, sql).encode()
+
+
+def bind(portal: str, statement: str) -> bytes:
+    return pw.Bind(portal, statement, (), (), ()).encode()
+
+
+def describe_portal(name: str) -> bytes:
+    return pw.Describe("P", name).encode()
+
+
+def execute(portal: str) -> bytes:
+    return pw.Execute(portal, 0).encode()
+
+
+def close(kind: str, name: str) -> bytes:
+    return pw.Close(kind, name).encode()
+
+
+def query(sql: str) -> bytes:
+    return pw.Query(sql).encode()
+
+
+def exchange(s: socket.socket, data: bytes, until: type = pw.ReadyForQuery, count: int = 1) -> list:
+    """Sends `data`, then reads answers until `count` messages of type `until` (or 5 s, or EOF)."""
+    s.sendall(data)
+    parser = pw.BackendParser()
+    parser.phase = pw.Phase.READY
+    out: list = []
+    s.settimeout(5.0)
+    deadline = time.monotonic() + 5.0
+    while count and time.monotonic() < deadline:
+        try:
+            data = s.recv(65536)
+        except TimeoutError:
+            break
+        if not data:
+            out.append("closed")
+            break
+        parser.feed(data)
+        for msg in parser:
+            out.append(msg)
+            count -= isinstance(msg, until)
+    return out
+
+
+def rows(messages: list) -> list[tuple]:
+    return [tuple(bytes(v).decode() for v in m.values) for m in messages if isinstance(m, pw.DataRow)]
+
+
+def errors(messages: list) -> list[str]:
+    return [m.sqlstate for m in messages if isinstance(m, pw.ErrorResponse)]
+
+
+def statements(handle, identity: str) -> list[dict]:
+    time.sleep(0.2)  # results are written after the answer went out
+    recordings = Recordings(handle.config.recordings_dir)
+    sid = next(s.sid for s in recordings.summaries() if s.identity == identity)
+    return [r for r in recordings.load(sid)["items"] if r.get("type") == "statement"]
+
+
+def reload(handle, config) -> None:
+    async def apply() -> None:
+        handle.gateway.reload(config)
+
+    handle.call(apply())
+
+
+# ---------------------------------------------------------------- masking a portal's rows
+
+
+def test_a_cursor_named_like_a_portal_whose_describe_failed_is_masked(masking_gateway):
+    s = raw_login(masking_gateway, masking_gateway.token("reader"))
+    assert errors(exchange(s, describe_portal("c1") + SYNC)) == ["34000"]
+    exchange(s, query(f"DECLARE c1 {CURSOR}"))
+    assert rows(exchange(s, execute("c1") + SYNC)) == [MASKED_ROW]
+
+
+def test_a_cursor_named_like_a_closed_portal_is_masked(masking_gateway):
+    s = raw_login(masking_gateway, masking_gateway.token("reader"))
+    answers = exchange(
+        s,
+        parse("s2", "SELECT 1 AS x")
+        + bind("c2", "s2")
+        + describe_portal("c2")
+        + execute("c2")
+        + close("P", "c2")
+        + SYNC,
+    )
+    assert rows(answers) == [("1",)]
+    exchange(s, query(f"DECLARE c2 {CURSOR}"))
+    assert rows(exchange(s, execute("c2") + SYNC)) == [MASKED_ROW]
+
+
+def test_a_portal_re_declared_by_another_portal_is_described_again(masking_gateway):
+    s = raw_login(masking_gateway, masking_gateway.token("reader"))
+    exchange(s, query("BEGIN"))
+    answers = exchange(
+        s,
+        parse("one", "SELECT 1 AS x")
+        + bind("c3", "one")
+        + describe_portal("c3")
+        + execute("c3")
+        # SQL CLOSE and DECLARE, run by other portals, replace c3 under the same name.
+        + parse("", "CLOSE c3")
+        + bind("", "")
+        + execute("")
+        + parse("", "DECLARE c3 CURSOR FOR SELECT id, email FROM accounts WHERE id = 1")
+        + bind("", "")
+        + execute("")
+        + execute("c3")
+        + SYNC,
+    )
+    assert errors(answers) == []
+    assert rows(answers) == [("1",), MASKED_ROW]
+
+
+# ---------------------------------------------------------------- skip until Sync, COPY
+
+
+def test_a_query_the_database_skips_after_a_pipeline_error_expects_no_answer(masking_gateway):
+    s = raw_login(masking_gateway, masking_gateway.token("reader"))
+    answers = exchange(s, parse("", "SELECT * FROM no_such_table") + query("SELECT 1") + SYNC)
+    assert errors(answers) == ["42P01"] and rows(answers) == []
+    exchange(s, query("BEGIN"))
+    exchange(s, parse("h", "SELECT 1 AS x") + bind("h", "h") + describe_portal("h") + execute("h") + SYNC)
+    exchange(s, execute("h") + SYNC)
+    assert rows(exchange(s, query("SELECT id, email FROM accounts WHERE id = 1"))) == [MASKED_ROW]
+
+
+def test_messages_sent_after_a_pipeline_error_until_sync_expect_no_answer(masking_gateway):
+    s = raw_login(masking_gateway, masking_gateway.token("reader"))
+    # The error comes back before the client sends more: the database skips those until Sync.
+    answers = exchange(s, parse("", "SELECT * FROM no_such_table") + FLUSH, until=pw.ErrorResponse)
+    answers += exchange(s, query("SELECT 1") + query("DELETE FROM accounts") + SYNC)
+    assert errors(answers) == ["42P01"] and rows(answers) == []
+    assert errors(exchange(s, query("SELECT * FROM no_such_table"))) == ["42P01"]
+    assert errors(exchange(s, query("DELETE FROM accounts"))) == ["42501"]
+    assert rows(exchange(s, query("SELECT id, email FROM accounts WHERE id = 1"))) == [MASKED_ROW]
+
+
+def test_copy_from_stdin_through_the_extended_protocol_keeps_answers_matched(gateway, gw_db):
+    gw_db.psql("DROP TABLE IF EXISTS pipeline_copy; CREATE TABLE pipeline_copy (a int)", DBNAME)
+    s = raw_login(gateway, gateway.token("writer"))
+    # What libpq sends for PQexecParams("COPY ... FROM STDIN"), then PQputCopyEnd: two Syncs.
+    answers = exchange(
+        s,
+        parse("", "COPY pipeline_copy FROM STDIN") + bind("", "") + describe_portal("") + execute("") + SYNC,
+        until=pw.CopyResponse,
+    )
+    assert isinstance(answers[-1], pw.CopyResponse)
+    answers = exchange(s, pw.CopyData(b"1\n").encode() + pw.CopyDone().encode() + SYNC)
+    assert [m.tag for m in answers if isinstance(m, pw.CommandComplete)] == ["COPY 1"]
+    assert errors(exchange(s, query("DROP TABLE pipeline_copy"))) == ["42501"]
+    assert errors(exchange(s, query("SELECT * FROM no_such_table"))) == ["42P01"]
+    assert gw_db.psql("SELECT count(*) FROM pipeline_copy", DBNAME) == "1"
+
+
+def test_a_sync_sent_during_copy_from_stdin_expects_no_answer(gateway, gw_db):
+    gw_db.psql("DROP TABLE IF EXISTS pipeline_copy2; CREATE TABLE pipeline_copy2 (a int)", DBNAME)
+    s = raw_login(gateway, gateway.token("writer"))
+    answers = exchange(s, query("COPY pipeline_copy2 FROM STDIN"), until=pw.CopyResponse)
+    assert isinstance(answers[-1], pw.CopyResponse)
+    answers = exchange(s, pw.CopyData(b"1\n").encode() + SYNC + pw.CopyDone().encode())
+    assert errors(answers) == []
+    assert errors(exchange(s, query("DROP TABLE pipeline_copy2"))) == ["42501"]
+    assert errors(exchange(s, query("SELECT * FROM no_such_table"))) == ["42P01"]
+
+
+def test_syncs_share_no_state_across_sessions():
+    from hoopctl.gateway.session import _SYNC
+
+    with pytest.raises(AttributeError):
+        _SYNC.withheld = "a masked column is in binary format"
+    with pytest.raises(AttributeError):
+        _SYNC.masker = object()
+
+
+# ---------------------------------------------------------------- revocation
+
+
+@pytest.fixture
+def access_gateway(base_config, gw_db, tmp_path):
+    config = replace(base_config, access=access_config(tmp_path), recordings_dir=tmp_path / "recordings")
+    handle = _run_gateway(config, TokenAuthority(load_key(config.token_key_file)), gw_db)
+    yield handle
+    _stop(handle)
+
+
+def test_a_revoked_token_cannot_run_a_statement_prepared_before(access_gateway):
+    gw = access_gateway
+    token = gw.token(role="reader", identity="revoked-job")
+    counted = "SELECT count(*) FROM accounts WHERE id > %s"
+    with psycopg.connect(gw.dsn(token), autocommit=True) as conn:
+        assert conn.execute(counted, (0,), prepare=True).fetchone() == (50,)
+        gw.gateway.broker.service.revoke_token(token_id(gw, token), "root", "left")
+        time.sleep(0.5)  # more than the broker's poll interval
+        for _ in range(2):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="revoked"):
+                conn.execute(counted, (0,), prepare=True)
+    refused = [r for r in statements(gw, "revoked-job") if not r["allowed"]]
+    assert refused and {r["rule"] for r in refused} == {"credential"}
+
+
+# ---------------------------------------------------------------- Parse and Close take effect when answered
+
+
+def test_a_skipped_parse_does_not_replace_the_unnamed_statement(fresh_gateway, gw_db):
+    gw = fresh_gateway
+    gw_db.psql(
+        "DROP TABLE IF EXISTS pipeline_un; CREATE TABLE pipeline_un (a int); INSERT INTO pipeline_un VALUES (1), (2)",
+        DBNAME,
+    )
+    s = raw_login(gw, gw.token("writer"))
+    exchange(s, parse("", "DELETE FROM pipeline_un WHERE a = 1") + SYNC)
+    reload(gw, replace(gw.config, policy=Policy.from_roles({"reader": ["read"], "writer": ["read"]})))
+    # The refused Parse fails the pipeline: the database skips the Parse of "" after it.
+    exchange(s, parse("x", "DROP TABLE pipeline_un") + parse("", "SELECT 1") + SYNC)
+    assert errors(exchange(s, bind("", "") + execute("") + SYNC)) == ["42501"]
+    assert gw_db.psql("SELECT string_agg(a::text, ',' ORDER BY a) FROM pipeline_un", DBNAME) == "1,2"
+
+
+def test_a_bind_pipelined_after_a_parse_that_may_be_skipped_is_judged_by_both(fresh_gateway, gw_db):
+    gw = fresh_gateway
+    gw_db.psql(
+        "DROP TABLE IF EXISTS pipeline_un3; CREATE TABLE pipeline_un3 (a int); INSERT INTO pipeline_un3 VALUES (1), (2)",
+        DBNAME,
+    )
+    s = raw_login(gw, gw.token("writer"))
+    exchange(s, parse("", "DELETE FROM pipeline_un3 WHERE a = 1") + SYNC)
+    reload(gw, replace(gw.config, policy=Policy.from_roles({"reader": ["read"], "writer": ["read"]})))
+    answers = exchange(
+        s,
+        parse("x", "DROP TABLE pipeline_un3")
+        + parse("", "SELECT 1")
+        + SYNC
+        + bind("", "")
+        + execute("")
+        + SYNC,
+        count=2,
+    )
+    assert errors(answers) == ["42501", "42501"]
+    assert gw_db.psql("SELECT string_agg(a::text, ',' ORDER BY a) FROM pipeline_un3", DBNAME) == "1,2"
+
+
+def test_the_recording_names_the_statement_the_database_ran(fresh_gateway, gw_db):
+    gw = fresh_gateway
+    gw_db.psql(
+        "DROP TABLE IF EXISTS pipeline_un2; CREATE TABLE pipeline_un2 (a int); INSERT INTO pipeline_un2 VALUES (1), (2)",
+        DBNAME,
+    )
+    s = raw_login(gw, gw.token("writer", identity="skipped-close"))
+    exchange(s, parse("s", "DELETE FROM pipeline_un2") + SYNC)
+    # The error fails the pipeline: the database skips the Close and the Parse after it.
+    answers = exchange(
+        s, parse("e", "SELECT * FROM no_such_table") + close("S", "s") + parse("s", "SELECT 1") + SYNC
+    )
+    assert errors(answers) == ["42P01"]
+    assert errors(exchange(s, bind("", "s") + execute("") + SYNC)) == []
+    assert gw_db.psql("SELECT count(*) FROM pipeline_un2", DBNAME) == "0"
+    assert [r["text"] for r in statements(gw, "skipped-close")] == ["DELETE FROM pipeline_un2"]
+
+
+def test_the_recording_of_a_bind_pipelined_after_a_parse_that_may_be_skipped_names_both(fresh_gateway, gw_db):
+    gw = fresh_gateway
+    gw_db.psql(
+        "DROP TABLE IF EXISTS pipeline_un4; CREATE TABLE pipeline_un4 (a int); INSERT INTO pipeline_un4 VALUES (1), (2)",
+        DBNAME,
+    )
+    s = raw_login(gw, gw.token("writer", identity="skipped-parse"))
+    exchange(s, parse("", "DELETE FROM pipeline_un4 WHERE a = 1") + SYNC)
+    answers = exchange(
+        s,
+        parse("e", "SELECT * FROM no_such_table")
+        + parse("", "SELECT 1")
+        + SYNC
+        + bind("", "")
+        + execute("")
+        + SYNC,
+        count=2,
+    )
+    assert errors(answers) == ["42P01"]
+    assert gw_db.psql("SELECT count(*) FROM pipeline_un4", DBNAME) == "1"
+    [recorded] = statements(gw, "skipped-parse")
+    assert "DELETE FROM pipeline_un4 WHERE a = 1" in recorded["text"]
