@@ -259,7 +259,11 @@ class Gateway:
                 # Without table and column names, field rules and aliased columns cannot be
                 # checked: withhold the rows (fail closed); not cached, so it heals by itself.
                 return RowMasker(
-                    (), True, f"masking cannot be checked now: the catalog of {resource!r} is unreachable", ()
+                    (),
+                    True,
+                    f"masking cannot be checked now: the catalog of {resource!r} is unreachable",
+                    (),
+                    hint="try again in a moment",
                 )
             masking = self.config.masking
             masker = None

@@ -60,6 +60,9 @@ _LOST = object()  # rows arrived where no statement expects them
 _D, _T, _C, _E, _Z, _N, _A, _S, _I, _s, _n = (ord(c) for c in "DTCEZNASIsn")
 _Q, _p, _B, _P = ord("Q"), ord("p"), ord("B"), ord("P")
 _G, _1, _2, _3 = ord("G"), ord("1"), ord("2"), ord("3")
+_H, _W, _d, _c = ord("H"), ord("W"), ord("d"), ord("c")
+# Error and notice fields that carry free text (message, detail, hint, context, internal query).
+_TEXT_FIELDS = frozenset("MDHWq")
 _d, _c, _f, _H, _X = ord("d"), ord("c"), ord("f"), ord("H"), ord("X")
 
 # What the database does with the client's next message (see `Session._mode`).
@@ -94,6 +97,7 @@ class _Pending:
         "portal",
         "message",
         "withheld",
+        "hint",
         "describe",
     )
 
@@ -109,7 +113,8 @@ class _Pending:
         self.masker: Any = _UNSET  # Describe, Query: the plan for the rows (None: nothing to mask)
         self.portal = portal
         self.message = message
-        self.withheld = ""  # rows dropped because a binary column is covered (binary: refuse)
+        self.withheld = ""  # why rows were dropped (a covered binary column, COPY out under masking)
+        self.hint = ""
         self.describe: _Pending | None = None  # Execute: the Describe whose answer plans its rows
 
 
@@ -246,6 +251,7 @@ class Session:
         self.policy = ctx.policy()
         self.masking = ctx.masking()  # MaskingRules if any rule applies to this resource, else None
         self._masks_text = self.masking is not None and self.masking.masks_text(ctx.resource)
+        self._copy_out = False  # COPY TO STDOUT data being withheld (masking)
         self._policy_getter = ctx.policy
         self._pending: deque[Any] = deque()  # _Pending, _Definition, _Marker
         self._mode = _NORMAL  # _SKIP: the database discards up to the next Sync; _COPY: it reads COPY data
@@ -259,7 +265,8 @@ class Session:
         self._described: dict[str, _Pending] = {}  # portal -> the latest Describe of it
         self._access_note: Any = _UNSET  # _sync_access() within one batch of client messages
         self._ubuf = bytearray()
-        self._cbuf = b""
+        self._cbuf = bytearray()  # client bytes not handled yet: an incomplete message, or held
+        self._cneed = 0  # how many bytes _cbuf must hold before its first message is complete
         self._ended: list[_Pending] = []  # finished statements whose result is not recorded yet
         self.stalled = False
         self.held = False  # client input waits while a statement is held for approval
@@ -299,7 +306,15 @@ class Session:
         if self.held:
             self._cbuf += data
             return
-        buf = self._cbuf + data if self._cbuf else data
+        if self._cbuf:
+            # A large message arrives in many reads: gather it, and cut frames only once it
+            # is whole (re-reading it on every read would cost O(size^2)).
+            self._cbuf += data
+            if len(self._cbuf) < self._cneed:
+                return
+            buf = bytes(self._cbuf)
+        else:
+            buf = data
         out: list[bytes] = []
         used = 0
         self._access_note = _UNSET
@@ -314,7 +329,8 @@ class Session:
                     # Forward what came before; keep this message and the rest for later.
                     if out:
                         self.up.write(b"".join(out))
-                    self._cbuf = bytes(buf[start:])
+                    self._cbuf = bytearray(buf[start:])
+                    self._cneed = 0
                     self._start_hold(hold)
                     return
         except pw.ProtocolError as exc:
@@ -322,9 +338,15 @@ class Session:
                 self.up.write(b"".join(out))
             self.fatal("08P01", f"protocol violation: {exc}")
             return
-        self._cbuf = buf[used:] if used < len(buf) else b""
+        self._keep_incomplete(buf, used)
         if out and not self.closed:
             self.up.write(b"".join(out))
+
+    def _keep_incomplete(self, buf: bytes, used: int) -> None:
+        rest = len(buf) - used
+        self._cbuf = bytearray(buf[used:]) if rest else bytearray()
+        # Once the header is in, the whole message's size is known (split_frames checked it).
+        self._cneed = 1 + int.from_bytes(buf[used + 1 : used + 5], "big") if rest >= 5 else 5
 
     def _client_frame(self, tag: int, buf: bytes, start: int, end: int, out: list[bytes]) -> None:
         """One client message; the frequent ones are read in place, the rest decoded in full."""
@@ -652,11 +674,7 @@ class Session:
             self._record(sql, None, False, "credential", "extended")
             self._refuse_extended(problem, out)
             return
-        params = _params_for_record(bind) if bind is not None and bind.params else None
-        if params:
-            masking = self.masking
-            if masking is not None:
-                params = masking.mask_params(self.ctx.resource, params)
+        params = _params_for_record(bind, self.masking, self.ctx.resource) if bind and bind.params else None
         h = self._record(sql, params, True, None, "extended")
         if h is None:
             self._refuse_extended("the gateway cannot record this statement, so it is not run", out, "58030")
@@ -731,6 +749,7 @@ class Session:
                 new = b"" if masker.refuse else self._mask_row(masker, view[start + 5 : end])
                 if masker.refuse:
                     pending[0].withheld = masker.reason or "a masked column is in binary format"
+                    pending[0].hint = masker.hint
                 if new is not None:
                     pieces.append(view[mark:start])
                     pieces.append(new)
@@ -753,8 +772,9 @@ class Session:
                     head.rows += _rows(view[start + 5 : end - 1])
                 if head.withheld:
                     head.error = head.withheld
-                    replace = _refusal(head.withheld, "ask for text format results")
+                    replace = _refusal(head.withheld, head.hint)
                     head.withheld = ""
+                self._copy_out = False
                 if kind is _Kind.EXECUTE:
                     pending.popleft()
                     self._finish(head)
@@ -787,8 +807,22 @@ class Session:
                     return used
                 masker = _UNSET
             elif tag == _E:
+                self._copy_out = False
                 replace = self._error(bytes(view[start:end]))
+                if replace is None and self._masks_text:
+                    replace = self._masked_text_message(tag, view[start:end])
                 masker = _UNSET
+            elif tag in (_N, _A):  # NoticeResponse, NotificationResponse
+                if self._masks_text:
+                    replace = self._masked_text_message(tag, view[start:end])
+            elif tag in (_H, _W):  # CopyOutResponse, CopyBothResponse
+                if self.masking is not None:
+                    if not self._withhold_copy_out():
+                        return used
+                    replace = b""
+            elif tag in (_d, _c):  # CopyData, CopyDone (from the database)
+                if self._copy_out:
+                    replace = b""
             elif tag in (_1, _3):
                 if not self._defined(tag):
                     return used
@@ -806,6 +840,40 @@ class Session:
         pieces.append(view[mark:used])
         self._flush(pieces)
         return used
+
+    def _withhold_copy_out(self) -> bool:
+        """COPY ... TO STDOUT under masking: its data cannot be matched to columns, so none
+        of it goes out and the statement ends in an error (the database still ran it)."""
+        pending = self._pending
+        head = pending[0] if pending else None
+        if head is None or (head.kind is not _Kind.EXECUTE and head.kind is not _Kind.QUERY):
+            self._lost("a COPY response")
+            return False
+        head.withheld = "COPY TO STDOUT is not masked, so its rows are withheld"
+        head.hint = "select the rows instead: query results are masked"
+        self._copy_out = True
+        return True
+
+    def _masked_text_message(self, tag: int, frame: memoryview) -> bytes | None:
+        """An error, notice or notification with content rules applied to its texts (an error
+        can quote a value: `invalid input syntax for type integer: "ann@example.com"`)."""
+        try:
+            msg = pw.decode_backend(bytes(frame[:1]), frame[5:])
+        except pw.ProtocolError:
+            return None  # forwarded as is: the client's parser will judge it
+        mask = self.masking.mask_text
+        resource = self.ctx.resource
+        if tag == _A:
+            payload = mask(resource, msg.payload)
+            return (
+                None
+                if payload == msg.payload
+                else pw.NotificationResponse(msg.pid, msg.channel, payload).encode()
+            )
+        fields = tuple(
+            (code, mask(resource, value) if code in _TEXT_FIELDS else value) for code, value in msg.fields
+        )
+        return None if fields == msg.fields else type(msg)(fields).encode()
 
     def _flush(self, pieces: list) -> None:
         data = b"".join(pieces)
@@ -1087,18 +1155,26 @@ def _error_message(raw: bytes) -> str:
     return f"{err.sqlstate}: {err.message}"
 
 
-def _params_for_record(bind: pw.Bind) -> list[str | None]:
-    """Bind parameters as text for the recording; binary ones (and non-UTF-8) as \\x hex."""
-    out: list[str | None] = []
+def _params_for_record(bind: pw.Bind, masking: Any, resource: str) -> list[str | None]:
+    """Bind parameters for the recording, content rules applied: text as text, binary ones (and
+    non-UTF-8) as \\x hex, masked before they become hex (a binary text parameter holds the
+    same characters as a text one)."""
+    values: list[str | bytes | None] = []
+    binary = False
     for i, p in enumerate(bind.params):
         if p is None:
-            out.append(None)
+            values.append(None)
             continue
         if bind.param_format(i) == 0:
             try:
-                out.append(p.decode())
+                values.append(p.decode())
                 continue
             except UnicodeDecodeError:
                 pass
-        out.append("\\x" + p.hex())
-    return out
+        values.append(bytes(p))
+        binary = True
+    if masking is not None:
+        values = masking.mask_params(resource, values)
+    if binary:
+        return ["\\x" + v.hex() if type(v) is bytes else v for v in values]
+    return values  # type: ignore[return-value]

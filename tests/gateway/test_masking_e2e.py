@@ -114,3 +114,33 @@ def test_binary_refuse_policy_refuses_the_statement(base_config, gw_db, masked_g
             )
     finally:
         _stop(handle)
+
+
+def test_copy_to_stdout_is_withheld_when_masking_applies(masked_gateway):
+    with psycopg.connect(masked_gateway.dsn(masked_gateway.token("writer")), autocommit=True) as conn:
+        got: list[bytes] = []
+        query = f"COPY (SELECT email, card FROM {TABLE}) TO STDOUT"
+        refused = pytest.raises(psycopg.errors.InsufficientPrivilege, match="COPY TO STDOUT is not masked")
+        with refused, conn.cursor().copy(query) as copy:
+            got.extend(bytes(block) for block in copy)
+        assert not any(b"ann@example.com" in block or b"4111" in block for block in got)
+        assert conn.execute("SELECT 1").fetchone() == (1,)  # the session carries on
+
+
+def test_a_value_quoted_in_an_error_is_masked_by_content_rules(masked_gateway):
+    with psycopg.connect(masked_gateway.dsn(masked_gateway.token("reader")), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InvalidTextRepresentation) as err:
+            conn.execute(f"SELECT email::int FROM {TABLE}")
+        assert "ann@example.com" not in str(err.value) and "****" in str(err.value)
+
+
+def test_binary_bind_parameters_are_masked_before_they_are_recorded(masked_gateway):
+    from hoopctl.audit.reader import Recordings
+
+    identity = "binary-params"
+    with psycopg.connect(masked_gateway.dsn(masked_gateway.token("reader", identity=identity))) as conn:
+        assert conn.execute("SELECT length(%b::text)", ("bob@example.com",)).fetchone() == (15,)
+    recordings = Recordings(masked_gateway.config.recordings_dir)
+    sid = next(s.sid for s in recordings.summaries() if s.identity == identity)
+    params = [r["params"] for r in recordings.load(sid)["items"] if r.get("type") == "statement"]
+    assert [p for p in params if p] == [["\\x" + b"****".hex()]]

@@ -188,3 +188,20 @@ def test_recordings_ledger_is_sealed_with_the_configured_key(base_config, gw_db,
         _stop(handle)
     assert Recordings(tmp_path / "rec", key=key).verify().ok
     assert not Recordings(tmp_path / "rec", key=b"another key, 16+ bytes long").verify().ok
+
+
+def test_a_large_statement_arriving_in_many_reads_is_gathered_once(base_config, gw_db, tmp_path):
+    from hoopctl.access.tokens import TokenAuthority, load_key
+    from tests.gateway.conftest import _run_gateway, _stop
+
+    config = dataclasses.replace(base_config, max_message_size=16 << 20, recordings_dir=tmp_path / "rec")
+    handle = _run_gateway(config, TokenAuthority(load_key(base_config.token_key_file)), gw_db)
+    big = "x" * 8_000_000  # about 120 reads of 64 KiB on loopback
+    try:
+        with psycopg.connect(handle.dsn(handle.token()), autocommit=True) as conn:
+            started = time.monotonic()
+            assert conn.execute("SELECT length(%s)", (big,)).fetchone() == (len(big),)
+            assert conn.execute(f"SELECT length('{big}')").fetchone() == (len(big),)  # simple protocol
+            assert time.monotonic() - started < 10
+    finally:
+        _stop(handle)

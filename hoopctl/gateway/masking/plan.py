@@ -42,10 +42,15 @@ class Field(NamedTuple):
 class RowMasker:
     """Rewrites the covered values of each DataRow of one result set."""
 
-    __slots__ = ("_actions", "refuse", "reason", "columns")
+    __slots__ = ("_actions", "refuse", "reason", "columns", "hint")
 
     def __init__(
-        self, actions: Sequence[tuple[int, Action]], refuse: bool, reason: str, columns: Sequence[str]
+        self,
+        actions: Sequence[tuple[int, Action]],
+        refuse: bool,
+        reason: str,
+        columns: Sequence[str],
+        hint: str = "ask for text format results",
     ):
         self._actions = tuple(sorted(actions, key=lambda a: a[0]))
         #: True when a covered column is in binary format and the policy is `refuse`.
@@ -54,6 +59,8 @@ class RowMasker:
         self.reason = reason
         #: Names of the columns that may be rewritten, for the recording.
         self.columns = tuple(columns)
+        #: What the caller can do about a refusal.
+        self.hint = hint
 
     def mask(self, values: list[bytes | None]) -> tuple[list[bytes | None], int]:
         """The row with covered values masked, and how many values changed. Never raises on any
