@@ -203,9 +203,11 @@ class _ClientSide(asyncio.Protocol):
         self.s.client_lost()
 
     def pause_writing(self) -> None:
+        self.s.client_full = True
         self.s.up.pause_reading()
 
     def resume_writing(self) -> None:
+        self.s.client_full = False
         if not self.s.stalled:
             self.s.up.resume_reading()
 
@@ -224,10 +226,13 @@ class _UpstreamSide(asyncio.Protocol):
         self.s.upstream_lost()
 
     def pause_writing(self) -> None:
+        self.s.up_full = True
         self.s.client.pause_reading()
 
     def resume_writing(self) -> None:
-        self.s.client.resume_reading()
+        self.s.up_full = False
+        if not self.s.held:  # a held statement keeps the client's input waiting
+            self.s.client.resume_reading()
 
 
 class Session:
@@ -270,6 +275,9 @@ class Session:
         self._ended: list[_Pending] = []  # finished statements whose result is not recorded yet
         self.stalled = False
         self.held = False  # client input waits while a statement is held for approval
+        # Back-pressure: a peer that cannot take more keeps the other side's reads paused.
+        self.client_full = False
+        self.up_full = False
         self._hold_outcomes: dict[str, tuple[str, str]] = {}
         self._grant_ids: tuple[str, ...] = ()
         self.closed = False
@@ -536,7 +544,8 @@ class Session:
                 self._hold_outcomes[hold.sql] = outcome
             self.held = False
             if not self.closed:
-                self.client.resume_reading()
+                if not self.up_full:
+                    self.client.resume_reading()
                 self.from_client(b"")
 
         asyncio.ensure_future(wait())
@@ -930,7 +939,8 @@ class Session:
             finally:
                 self.stalled = False
                 if not self.closed:
-                    self.up.resume_reading()
+                    if not self.client_full:
+                        self.up.resume_reading()
                     self.from_upstream(b"")
 
         asyncio.ensure_future(wait())

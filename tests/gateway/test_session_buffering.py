@@ -13,6 +13,7 @@ from hoopctl.gateway.session import Session, SessionContext
 class _Transport:
     def __init__(self) -> None:
         self.sent = bytearray()
+        self.reading = True
 
     def write(self, data: bytes) -> None:
         self.sent += data
@@ -21,10 +22,10 @@ class _Transport:
         pass
 
     def pause_reading(self) -> None:
-        pass
+        self.reading = False
 
     def resume_reading(self) -> None:
-        pass
+        self.reading = True
 
     def close(self) -> None:
         pass
@@ -46,6 +47,42 @@ class _Recording:
         pass
 
 
+def _session(policy: Policy, max_message_size: int = 16 << 20) -> Session:
+    ctx = SessionContext(
+        resource="db",
+        credential=_Credential(),
+        recording=_Recording(),
+        policy=lambda: policy.session("reader"),
+        masking=lambda: None,
+        plan_masking=lambda raw: None,
+        catalog=None,
+        max_message_size=max_message_size,
+    )
+    return Session(ctx, None, _Transport(), _Transport(), lambda s: None)
+
+
+def test_back_pressure_is_not_lifted_while_a_statement_is_held_or_the_client_is_full():
+    async def run() -> None:
+        s = _session(Policy.from_roles({"reader": ["read"]}))
+        s.start(b"", b"")
+        client_side, up_side = session_module._ClientSide(s), session_module._UpstreamSide(s)
+        s.held = True
+        s.client.pause_reading()
+        up_side.pause_writing()
+        up_side.resume_writing()  # the database drained its buffer during the hold
+        assert not s.client.reading, "a held session must not read more of the client's input"
+        client_side.pause_writing()  # the client reads slowly
+        s.stalled = True
+        s.up.pause_reading()
+        s.stalled = False
+        client_side.resume_writing()
+        assert s.up.reading
+        client_side.pause_writing()
+        assert not s.up.reading
+
+    asyncio.run(run())
+
+
 def test_a_large_query_in_many_reads_is_cut_once(monkeypatch):
     calls = []
     real_split = pw.split_frames
@@ -58,18 +95,8 @@ def test_a_large_query_in_many_reads_is_cut_once(monkeypatch):
     policy = Policy.from_roles({"reader": ["read"]})
 
     async def run() -> bytes:
-        ctx = SessionContext(
-            resource="db",
-            credential=_Credential(),
-            recording=_Recording(),
-            policy=lambda: policy.session("reader"),
-            masking=lambda: None,
-            plan_masking=lambda raw: None,
-            catalog=None,
-            max_message_size=16 << 20,
-        )
-        up = _Transport()
-        session = Session(ctx, None, _Transport(), up, lambda s: None)
+        session = _session(policy)
+        up = session.up
         message = pw.Query("SELECT '" + "x" * 1_000_000 + "'").encode()
         for i in range(0, len(message), 4096):  # 245 reads
             session.from_client(message[i : i + 4096])
