@@ -152,6 +152,21 @@ class _AllowAll:
     def check_parse(self, sql: str, name: str = "") -> object:
         return self._Verdict
 
+    def judge_parse(self, sql: str) -> tuple[object, frozenset]:
+        return self._Verdict, frozenset()
+
+    def stage_statement(self, name: str, classes: frozenset) -> None:
+        pass
+
+    def confirm_statement(self, name: str, classes: frozenset) -> None:
+        pass
+
+    def inherit(self, old: object) -> None:
+        pass
+
+    def set_extra_grants(self, grants: frozenset) -> None:
+        pass
+
     def check_execute(self, name: str) -> object:
         return self._Verdict
 
