@@ -24,6 +24,7 @@ import gc
 import logging
 import os
 import pwd
+import select
 import signal
 import threading
 import time
@@ -48,6 +49,28 @@ event = logs.event
 SEEN_MAX = 50_000  # findings remembered so that a report is logged once, not on every write
 
 
+class _Waker:
+    """Wakes the main loop; safe to set from a signal handler (a pipe, no lock)."""
+
+    def __init__(self) -> None:
+        self._r, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def set(self) -> None:
+        try:
+            os.write(self._w, b"x")
+        except BlockingIOError:  # already full of wake-ups
+            pass
+
+    def wait(self, timeout: float) -> None:
+        """Returns when set (then cleared) or after `timeout` seconds."""
+        select.select([self._r], [], [], timeout)
+        try:
+            while os.read(self._r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+
 class Agent:
     """One running agent. `run()` blocks until SIGTERM/SIGINT (or `stop()`) and returns the exit code."""
 
@@ -61,8 +84,10 @@ class Agent:
         self.actor = Actor(self.config.vault, self.config.gateway_socket, grace=self.config.procs.grace)
         self.watcher: Watcher | None = None
         self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._reload = threading.Event()
+        self._wake = _Waker()
+        # Set by the signal handler, acted on by the main loop (a handler must take no lock).
+        self._reload_requested = False
+        self._stop_requested = False
         self._seen: collections.OrderedDict[tuple[str, str, str], str] = collections.OrderedDict()
         self._seen_procs: set[tuple[Any, ...]] = set()
         self._users: dict[int, str] = {}
@@ -77,11 +102,18 @@ class Agent:
         self._wake.set()
 
     def _on_signal(self, signum: int, _frame: object) -> None:
+        # Runs in the main thread between two bytecodes, perhaps while that thread holds a
+        # threading lock (an Event's): taking one here could deadlock. Flags and a pipe only.
         if signum == signal.SIGHUP:
-            self._reload.set()
+            self._reload_requested = True
         else:
-            self._stop.set()
+            self._stop_requested = True
         self._wake.set()
+
+    def _stopping(self) -> bool:
+        if self._stop_requested and not self._stop.is_set():
+            self._stop.set()  # the worker threads wait on this Event
+        return self._stop.is_set()
 
     def _skip_dirs(self) -> tuple[str, ...]:
         return (os.path.normpath(self.config.vault), os.path.normpath(self.config.state_dir))
@@ -104,12 +136,11 @@ class Agent:
         scan = self._spawn("full-scan", self._full_scan, roots) if cfg.files.full_scan else None
         ping = watchdog_interval()
         tick = min(x for x in (ping, cfg.status_interval, 1.0) if x)
-        while scan is not None and scan.is_alive() and not self._stop.is_set():
+        while scan is not None and scan.is_alive() and not self._stopping():
             if ping:
                 self.notifier.watchdog()
             self._wake.wait(tick)
-            self._wake.clear()
-        if self._stop.is_set():
+        if self._stopping():
             return self._shutdown()
         if cfg.procs.enabled:
             self._spawn("processes", self._process_loop)
@@ -119,13 +150,13 @@ class Agent:
         event("agent.ready", watches=self.status.watches, roots=len(self.status.roots), mode=cfg.mode)
         next_status = next_ping = time.monotonic()
         next_unwatched = time.monotonic() + cfg.files.rescan_unwatched
-        while not self._stop.is_set():
+        while not self._stopping():
             now = time.monotonic()
             if ping and now >= next_ping:
                 self.notifier.watchdog()
                 next_ping = now + ping
-            if self._reload.is_set():
-                self._reload.clear()
+            if self._reload_requested:
+                self._reload_requested = False
                 self._do_reload()
             if self.watcher is not None and self.watcher.unwatched and not self._limit_reported:
                 self._report_unwatched()  # the limit was hit by a directory created since start
@@ -138,7 +169,6 @@ class Agent:
                 next_unwatched = now + self.config.files.rescan_unwatched
             wait = min(next_status, next_unwatched, next_ping if ping else next_status) - time.monotonic()
             self._wake.wait(max(0.01, wait))
-            self._wake.clear()
         return self._shutdown()
 
     def _shutdown(self) -> int:

@@ -524,3 +524,27 @@ def test_report_mode_changes_nothing_reloads_on_sighup_and_stops_on_sigterm(area
         text=True,
     )
     assert shown.returncode == 1 and json.loads(shown.stdout)["running"] is False
+
+
+def test_a_storm_of_signals_never_deadlocks_the_agent(area: Path):
+    # A signal handler runs in the main thread between two bytecodes; one that took a lock the
+    # main loop was holding at that instant would hang the agent for good (systemd then kills it).
+    work = area / "storm"
+    work.mkdir()
+    config = {
+        "state_dir": str(work / "state"),
+        "vault": str(work / "vault"),
+        "files": {"watch": [str(shared_dir(work, "watched"))]},
+        "processes": {"enabled": False},
+    }
+    d = Daemon(work, config, apply=False)
+    try:
+        d.wait_event(lambda e: e.get("event") == "agent.ready", timeout=20)
+        for i in range(1500):
+            d.proc.send_signal(signal.SIGHUP)
+            if i % 3 == 0:
+                time.sleep(0.0005)
+        d.wait_event(lambda e: e.get("event") == "agent.reload", timeout=10)
+    finally:
+        rc, elapsed = d.terminate()
+    assert rc == 0 and elapsed < 5, (rc, elapsed, d.stderr_text())
