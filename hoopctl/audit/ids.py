@@ -27,6 +27,7 @@ def new_id(now: float | None = None) -> str:
     return "".join(reversed(chars)) + "".join(tail)
 
 
-def is_id(text: str) -> bool:
-    """True when ``text`` has the shape of an id (used to ignore stray files)."""
-    return len(text) == LENGTH and all(c in ALPHABET for c in text)
+def is_id(text: object) -> bool:
+    """True when ``text`` is a string with the shape of an id (used to ignore stray files and
+    ledger fields that could not have been written by a recorder)."""
+    return isinstance(text, str) and len(text) == LENGTH and all(c in ALPHABET for c in text)

@@ -272,7 +272,7 @@ class Recordings:
         view.unchecked_macs = self.key is None
         for number, rec in enumerate(chain.records, 1):
             kind, sid = rec.get("kind"), rec.get("sid")
-            if kind in ("open", "close", "recover") and not (isinstance(sid, str) and is_id(sid)):
+            if kind in ("open", "close", "recover") and not is_id(sid):
                 # Never used as a file name: it could lead outside the directory.
                 view.problems.append(
                     Problem(layout.LEDGER, number, rec["seq"], f"session id {sid!r} is not an id")

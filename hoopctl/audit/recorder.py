@@ -89,10 +89,6 @@ class RecordingError(RuntimeError):
     """A record could not be written (or made durable): refuse what it was for."""
 
 
-def _is_id(value: Any) -> bool:
-    return isinstance(value, str) and is_id(value)
-
-
 def _why(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
@@ -820,11 +816,11 @@ class Recorder:
             kind, sid, rid = rec.get("kind"), rec.get("sid"), rec.get("recorder")
             # Only self-hashed, not chain-checked here: a sid or recorder id that is not
             # an id could name a path outside the directory (as root). Ignore it.
-            if kind == "open" and _is_id(sid) and _is_id(rid):
+            if kind == "open" and is_id(sid) and is_id(rid):
                 owner[sid] = rid
             elif kind in ("close", "recover") and isinstance(sid, str):
                 owner.pop(sid, None)
-            elif kind == "recorder" and _is_id(rid):
+            elif kind == "recorder" and is_id(rid):
                 registered.add(rid)
         alive: dict[str, bool] = {}
         for sid, rid in owner.items():

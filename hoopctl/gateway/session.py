@@ -60,10 +60,11 @@ _LOST = object()  # rows arrived where no statement expects them
 _D, _T, _C, _E, _Z, _N, _A, _S, _I, _s, _n = (ord(c) for c in "DTCEZNASIsn")
 _Q, _p, _B, _P = ord("Q"), ord("p"), ord("B"), ord("P")
 _G, _1, _2, _3 = ord("G"), ord("1"), ord("2"), ord("3")
-_H, _W, _d, _c = ord("H"), ord("W"), ord("d"), ord("c")
+# Both directions: CopyData/CopyDone; from the client CopyFail, Flush, Terminate; from the
+# database CopyOutResponse ('H', as Flush) and CopyBothResponse.
+_d, _c, _f, _H, _X, _W = ord("d"), ord("c"), ord("f"), ord("H"), ord("X"), ord("W")
 # Error and notice fields that carry free text (message, detail, hint, context, internal query).
 _TEXT_FIELDS = frozenset("MDHWq")
-_d, _c, _f, _H, _X = ord("d"), ord("c"), ord("f"), ord("H"), ord("X")
 
 # What the database does with the client's next message (see `Session._mode`).
 _NORMAL, _SKIP, _COPY = 0, 1, 2
@@ -254,8 +255,7 @@ class Session:
         self.recording = ctx.recording
         self.credential = ctx.credential
         self.policy = ctx.policy()
-        self.masking = ctx.masking()  # MaskingRules if any rule applies to this resource, else None
-        self._masks_text = self.masking is not None and self.masking.masks_text(ctx.resource)
+        self._take_masking()
         self._copy_out = False  # COPY TO STDOUT data being withheld (masking)
         self._policy_getter = ctx.policy
         self._pending: deque[Any] = deque()  # _Pending, _Definition, _Marker
@@ -302,9 +302,12 @@ class Session:
         policy = self._policy_getter()
         policy.inherit(self.policy)
         self.policy = policy
-        self.masking = self.ctx.masking()
-        self._masks_text = self.masking is not None and self.masking.masks_text(self.ctx.resource)
+        self._take_masking()
         self._described.clear()  # planned under the old rules: ask again
+
+    def _take_masking(self) -> None:
+        self.masking = self.ctx.masking()  # MaskingRules if any rule applies to this resource, else None
+        self._masks_text = self.masking is not None and self.masking.masks_text(self.ctx.resource)
 
     # ------------------------------------------------------------ client -> database
 
@@ -631,11 +634,8 @@ class Session:
         out.append(raw)
 
     def _judge_parse(self, sql: str) -> tuple[Any, frozenset[str]]:
-        try:
-            return self.policy.judge_parse(sql)
-        except Exception as exc:  # fail closed on a policy bug
-            log.exception("policy check failed")
-            return _Refused(f"the gateway could not judge this statement ({type(exc).__name__})"), frozenset()
+        judged = self._verdict(self.policy.judge_parse, sql)
+        return (judged, frozenset()) if type(judged) is _Refused else judged
 
     def _bind(self, msg: pw.Bind, raw: bytes, out: list[bytes]) -> None:
         self._described.pop(msg.portal, None)

@@ -92,6 +92,14 @@ def statements(handle, identity: str) -> list[dict]:
     return [r for r in recordings.load(sid)["items"] if r.get("type") == "statement"]
 
 
+def two_rows(db, table: str) -> None:
+    """A fresh table `table (a int)` holding 1 and 2."""
+    db.psql(
+        f"DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (a int); INSERT INTO {table} VALUES (1), (2)",
+        DBNAME,
+    )
+
+
 def reload(handle, config) -> None:
     async def apply() -> None:
         handle.gateway.reload(config)
@@ -240,10 +248,7 @@ def test_a_revoked_token_cannot_run_a_statement_prepared_before(access_gateway):
 
 def test_a_skipped_parse_does_not_replace_the_unnamed_statement(fresh_gateway, gw_db):
     gw = fresh_gateway
-    gw_db.psql(
-        "DROP TABLE IF EXISTS pipeline_un; CREATE TABLE pipeline_un (a int); INSERT INTO pipeline_un VALUES (1), (2)",
-        DBNAME,
-    )
+    two_rows(gw_db, "pipeline_un")
     s = raw_login(gw, gw.token("writer"))
     exchange(s, parse("", "DELETE FROM pipeline_un WHERE a = 1") + SYNC)
     reload(gw, replace(gw.config, policy=Policy.from_roles({"reader": ["read"], "writer": ["read"]})))
@@ -255,10 +260,7 @@ def test_a_skipped_parse_does_not_replace_the_unnamed_statement(fresh_gateway, g
 
 def test_a_bind_pipelined_after_a_parse_that_may_be_skipped_is_judged_by_both(fresh_gateway, gw_db):
     gw = fresh_gateway
-    gw_db.psql(
-        "DROP TABLE IF EXISTS pipeline_un3; CREATE TABLE pipeline_un3 (a int); INSERT INTO pipeline_un3 VALUES (1), (2)",
-        DBNAME,
-    )
+    two_rows(gw_db, "pipeline_un3")
     s = raw_login(gw, gw.token("writer"))
     exchange(s, parse("", "DELETE FROM pipeline_un3 WHERE a = 1") + SYNC)
     reload(gw, replace(gw.config, policy=Policy.from_roles({"reader": ["read"], "writer": ["read"]})))
@@ -278,10 +280,7 @@ def test_a_bind_pipelined_after_a_parse_that_may_be_skipped_is_judged_by_both(fr
 
 def test_the_recording_names_the_statement_the_database_ran(fresh_gateway, gw_db):
     gw = fresh_gateway
-    gw_db.psql(
-        "DROP TABLE IF EXISTS pipeline_un2; CREATE TABLE pipeline_un2 (a int); INSERT INTO pipeline_un2 VALUES (1), (2)",
-        DBNAME,
-    )
+    two_rows(gw_db, "pipeline_un2")
     s = raw_login(gw, gw.token("writer", identity="skipped-close"))
     exchange(s, parse("s", "DELETE FROM pipeline_un2") + SYNC)
     # The error fails the pipeline: the database skips the Close and the Parse after it.
@@ -296,10 +295,7 @@ def test_the_recording_names_the_statement_the_database_ran(fresh_gateway, gw_db
 
 def test_the_recording_of_a_bind_pipelined_after_a_parse_that_may_be_skipped_names_both(fresh_gateway, gw_db):
     gw = fresh_gateway
-    gw_db.psql(
-        "DROP TABLE IF EXISTS pipeline_un4; CREATE TABLE pipeline_un4 (a int); INSERT INTO pipeline_un4 VALUES (1), (2)",
-        DBNAME,
-    )
+    two_rows(gw_db, "pipeline_un4")
     s = raw_login(gw, gw.token("writer", identity="skipped-parse"))
     exchange(s, parse("", "DELETE FROM pipeline_un4 WHERE a = 1") + SYNC)
     answers = exchange(
