@@ -4,6 +4,7 @@
     DIR/sessions/<id>.jsonl    one hash chain per session (start, statements, end)
     DIR/recorders/<id>.lock    held (flock) by a live recorder; a free one marks a dead
                                recorder whose open sessions may be sealed
+    DIR/recorders/<id>.N.wal   its group-commit journal (fsync batch; see journal.py)
 
 One file per session keeps concurrent sessions from contending on a lock for every
 statement; only session starts and ends go through the shared, locked ledger.
@@ -65,6 +66,10 @@ def session_file(sid: str) -> str:
 
 def lock_file(rid: str) -> str:
     return rid + ".lock"
+
+
+def journal_files(rid: str) -> tuple[str, str]:
+    return rid + ".0.wal", rid + ".1.wal"
 
 
 def resolve_dir(option: str | Path | None) -> Path:

@@ -6,9 +6,11 @@ gateway killed right after cannot lose the record of a statement it forwarded.
 Durability against power loss follows the fsync policy:
 
 - ``always``: fsync before statement() returns;
-- ``batch`` (default): a background thread fsyncs dirty files every ``interval_ms``
-  (group commit); a power cut loses at most that window. The thread sleeps until
-  something is written: an idle gateway costs no wakeups;
+- ``batch`` (default): every write also goes to the recorder's journal, which a
+  background thread fdatasyncs every ``interval_ms`` (group commit: one fdatasync
+  per window for all sessions); a power cut loses at most that window. About once
+  a second a checkpoint fsyncs the session files themselves (journal.py). The
+  thread sleeps until something is written: an idle gateway costs no wakeups;
 - ``os``: left to the kernel, except at session end, which is always fsynced.
 
 A result record is not needed before anything is forwarded: result() seals it at
@@ -55,6 +57,7 @@ from hoopctl.audit.chain import (
     seal,
 )
 from hoopctl.audit.ids import is_id, new_id
+from hoopctl.audit.journal import Journal, frame, read_journal, remove_journal, write_all
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +86,7 @@ def _encode_params(params: list[Any]) -> str:
 _time = time.time
 _mono = time.monotonic
 _CHECK_EVERY_S = 0.05
+_CHECKPOINT_S = 1.0
 
 
 class RecordingError(RuntimeError):
@@ -91,15 +95,6 @@ class RecordingError(RuntimeError):
 
 def _why(exc: OSError) -> str:
     return exc.strerror or str(exc)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        if n <= 0:  # pragma: no cover - write(2) on a regular file returns >0 or raises
-            raise OSError(errno.EIO, "short write")
-        view = view[n:]
 
 
 @dataclass(frozen=True)
@@ -215,7 +210,7 @@ class Ledger:
         if _continues(tail, self._prev, self._seq):
             # Only the newline was lost: the record is whole, and the chain goes on from it.
             try:
-                _write_all(self._fd, b"\n")
+                write_all(self._fd, b"\n")
             except OSError as exc:
                 raise RecordingError(f"cannot repair the recordings ledger: {_why(exc)}") from exc
             adopted = parse_line(tail.fragment)
@@ -239,7 +234,7 @@ class Ledger:
         )
         line, digest = seal(body, self._key)
         try:
-            _write_all(self._fd, prefix + line if prefix else line)
+            write_all(self._fd, prefix + line if prefix else line)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, self._size)
@@ -288,6 +283,9 @@ class SessionRecording:
         "_held",
         "_wlock",
         "_kick",
+        "_journal",
+        "_journaled",
+        "_unsynced",
     )
 
     def __init__(self, recorder: Recorder, sid: str, fd: int, t0: float) -> None:
@@ -311,6 +309,10 @@ class SessionRecording:
         # results; never held across an fsync, so the connection never waits for one.
         self._wlock = threading.Lock()
         self._kick = recorder._kick
+        self._journal = recorder._journal
+        self._journaled = 0  # how much of _held the window pass already journaled
+        # Written since the checkpoint last fsynced the file (set and cleared under _wlock).
+        self._unsynced = False
 
     # -- the hot path -------------------------------------------------------------
 
@@ -327,7 +329,11 @@ class SessionRecording:
             try:
                 n = os.write(self._fd, data)
                 if n != len(data):
-                    _write_all(self._fd, data[n:])
+                    write_all(self._fd, data[n:])
+                if self._journal is not None:
+                    self._unsynced = True
+                    self._journal.write(frame(self.sid, data[self._journaled :]))
+                    self._journaled = 0
                 if self._always:
                     os.fsync(self._fd)
                     if os.fstat(self._fd).st_nlink == 0:
@@ -353,6 +359,7 @@ class SessionRecording:
                 self._held += line
             else:
                 self._held = line
+            self._unsynced = True
         if not self._dirty:
             self._dirty = True
             self._kick()
@@ -366,8 +373,9 @@ class SessionRecording:
             if not data or self._fd < 0 or self._error is not None:
                 return
             self._held = b""
+            self._journaled = 0
             try:
-                _write_all(self._fd, data)
+                write_all(self._fd, data)
             except OSError as exc:
                 with contextlib.suppress(RecordingError):
                     self._fail(exc, data)
@@ -467,12 +475,29 @@ class SessionRecording:
 
     # -- lifecycle ----------------------------------------------------------------
 
-    def fsync(self) -> None:
-        """Make everything written so far durable (the batch thread calls this)."""
-        with self._sync_lock:
-            if self._fd < 0 or not self._dirty:
+    def unjournaled(self) -> bytes:
+        """The held records not journaled yet, framed; marked journaled (the window pass
+        writes them). They reach the file with the next record or the checkpoint."""
+        with self._wlock:
+            piece = self._held[self._journaled :]
+            self._journaled = len(self._held)
+        return frame(self.sid, piece) if piece else b""
+
+    def checkpoint(self) -> None:
+        """Write held records and fdatasync the file, if written since the last time."""
+        with self._wlock:
+            if not self._unsynced:
                 return
-            self._dirty = False
+            # Cleared together with the writes it stands for: an append that comes
+            # after this sets it again, for the next checkpoint.
+            self._unsynced = False
+        self.fsync()
+
+    def fsync(self) -> None:
+        """Write held records and make the file durable."""
+        with self._sync_lock:
+            if self._fd < 0:
+                return
             self.write_held()
             try:
                 # The file's name is made durable by the directory's fsync at open;
@@ -586,6 +611,7 @@ class Recorder:
         self._closed = False
         self._sessions_dirty = False
         self._failed: OSError | None = None
+        self._journal: Journal | None = None
         fds: list[int] = []
         try:
             os.makedirs(self.dir, mode=0o700, exist_ok=True)
@@ -602,7 +628,11 @@ class Recorder:
             fds.append(self._lockfd)
             fcntl.flock(self._lockfd, fcntl.LOCK_EX)
             self._ledger = Ledger(self._dfd, key)
+            if fsync == "batch":
+                self._journal = Journal(self._rdfd, self.id)
         except (OSError, RecordingError) as exc:
+            if self._journal is None and hasattr(self, "_ledger"):
+                self._ledger.close()
             for fd in fds:
                 os.close(fd)
             if isinstance(exc, RecordingError):
@@ -751,28 +781,31 @@ class Recorder:
         self._ledger.fsync()
 
     def _sync_loop(self) -> None:
-        syncing = self.fsync != "os"
         # With os nothing waits on this thread: write held results and look for
         # deleted files less often.
-        interval = self.interval if syncing else max(self.interval, 0.05)
+        interval = self.interval if self.fsync != "os" else max(self.interval, 0.05)
         wake, stop = self._wake, self._stop
         next_check = 0.0
+        checkpoint_at: float | None = None
         while True:
-            # Asleep until a record is written (no wakeups while idle), then wait out
-            # the group-commit window, so that one pass covers every session.
-            wake.wait()
+            # Asleep until a record is written (no wakeups while idle) or a checkpoint is
+            # due, then wait out the group-commit window: one pass covers every session.
+            wake.wait(None if checkpoint_at is None else max(0.0, checkpoint_at - _mono()))
             if stop.wait(interval):
                 return
             wake.clear()
-            if syncing:
-                self.sync()
             with self._lock:
                 sessions = list(self._open.values())
-            if not syncing:
+            if self.fsync == "os":
                 for rec in sessions:
                     if rec._dirty:
                         rec._dirty = False
                         rec.write_held()
+            elif self._group_commit(sessions) and checkpoint_at is None:
+                checkpoint_at = _mono() + _CHECKPOINT_S
+            if checkpoint_at is not None and _mono() >= checkpoint_at:
+                checkpoint_at = None
+                self._checkpoint(sessions)
             # Every system call here hands the GIL back and forth with the event loop:
             # look for deleted files every 50 ms, not on every group commit.
             now = _mono()
@@ -783,15 +816,14 @@ class Recorder:
             else:
                 wake.set()  # come back for the check even if nothing more is written
 
-    def sync(self) -> None:
-        """fsync every file written since the last call (the group commit).
+    def _group_commit(self, sessions: list[SessionRecording]) -> bool:
+        """One window's pass: the ledger, then every session's records, durable.
+        Returns whether the journal got anything (a checkpoint will be due).
 
         The ledger first, and only the sessions registered before it: then a power
-        cut never leaves a durable session file with statements whose ledger entry
-        was lost (which verify would have to call an inserted session).
+        cut never leaves a durable session whose ledger entry was lost (which verify
+        would have to call an inserted session).
         """
-        with self._lock:
-            sessions = list(self._open.values())
         try:
             if self._sessions_dirty:
                 self._sessions_dirty = False
@@ -802,14 +834,48 @@ class Recorder:
             # New sessions are refused from now on; open ones carry their own fsyncs.
             self._failed = exc
             log.error("fsync of the recordings directory failed: %s", _why(exc))
+        if self._journal is None:  # always: every write was fsynced already
+            return False
+        frames, wrote = [], False
         for rec in sessions:
-            rec.fsync()
+            if rec._dirty:
+                rec._dirty = False
+                wrote = True
+                piece = rec.unjournaled()
+                if piece:
+                    frames.append(piece)
+        try:
+            if frames:
+                self._journal.write(b"".join(frames))
+            if wrote:
+                self._journal.sync()
+        except OSError as exc:
+            # Every later journal write fails too: each session refuses its next statement.
+            self._failed = exc
+            log.error("the recordings journal failed: %s", _why(exc))
+        return wrote
+
+    def _checkpoint(self, sessions: list[SessionRecording]) -> None:
+        """fsync the session files written since the last checkpoint, after switching
+        the journal: the file it switches to held only what the last checkpoint made
+        durable, and the one it leaves is emptied only at the next checkpoint."""
+        if self._journal is None:
+            return
+        try:
+            self._journal.switch()
+        except OSError as exc:
+            self._failed = exc
+            log.error("the recordings journal failed: %s", _why(exc))
+            return
+        for rec in sessions:
+            rec.checkpoint()
 
     # -- recovery -----------------------------------------------------------------
 
     def _recover(self, ledger: Ledger) -> None:
-        """Seal sessions left open by recorders that are gone (crashed or killed), and
-        remove the lock files those recorders left."""
+        """Seal sessions left open by recorders that are gone (crashed or killed), after
+        copying back what their journals hold and the files lack; remove the lock files
+        and journals those recorders left."""
         owner: dict[str, str] = {}
         registered: set[str] = set()
         for rec in ledger.read_all():
@@ -823,11 +889,16 @@ class Recorder:
             elif kind == "recorder" and is_id(rid):
                 registered.add(rid)
         alive: dict[str, bool] = {}
+        journals: dict[str, dict[str, list[bytes]]] = {}
         for sid, rid in owner.items():
             if rid not in alive:
                 alive[rid] = layout.recorder_alive(self._rdfd, rid)
             if not alive[rid]:
-                ledger.append("recover", {"sid": sid, "recorder": rid, "by": self.id, **self._scan(sid)})
+                if rid not in journals:
+                    journals[rid] = read_journal(self._rdfd, rid)
+                restored = self._restore(sid, journals[rid].get(sid, []))
+                fields = {"sid": sid, "recorder": rid, "by": self.id, **self._scan(sid), **restored}
+                ledger.append("recover", fields)
                 log.warning("sealed session %s left open by recorder %s", sid, rid)
         # A recorder locks its file before it registers in the ledger (we hold the
         # ledger's lock): a registered one whose lock is free is dead, never starting.
@@ -838,7 +909,58 @@ class Recorder:
         for rid, live in alive.items():
             if not live:
                 with contextlib.suppress(OSError):
+                    remove_journal(self._rdfd, rid)  # what it held is in fsynced files now
                     os.unlink(layout.lock_file(rid), dir_fd=self._rdfd)
+
+    def _restore(self, sid: str, journaled: list[bytes]) -> dict[str, Any]:
+        """Append to a dead recorder's session file the journaled records it lacks (a
+        power cut lost them from the page cache), replacing a torn last line; then
+        fsync it, since only the journal was durable. A file whose chain is damaged
+        before its end is left as it is, for verify to report."""
+        if not journaled:
+            return {}
+        by_seq: dict[int, bytes] = {}
+        for line in journaled:
+            with contextlib.suppress(ChainError):
+                seq = parse_line(line.rstrip(b"\n")).record.get("seq")
+                if type(seq) is int:
+                    by_seq.setdefault(seq, line)
+        try:
+            fd = layout.open_regular(layout.session_file(sid), os.O_RDWR, dir_fd=self._sdfd)
+        except OSError:
+            return {}  # gone or not a file: _scan says so
+        try:
+            data = os.pread(fd, os.fstat(fd).st_size, 0)
+            checker, good = ChainChecker(), 0
+            *whole, torn = data.split(b"\n")
+            for raw in whole:
+                try:
+                    checker.check(raw)
+                except ChainError:
+                    return {}
+                good += len(raw) + 1
+            added = []
+            while checker.seq in by_seq:
+                line = by_seq[checker.seq]
+                try:
+                    checker.check(line.rstrip(b"\n"))
+                except ChainError:
+                    break
+                added.append(line)
+            if added:
+                os.ftruncate(fd, good)
+                os.lseek(fd, 0, os.SEEK_END)
+                write_all(fd, b"".join(added))
+            os.fsync(fd)
+        except OSError as exc:
+            log.error("cannot restore session %s from the journal: %s", sid, _why(exc))
+            return {"restore_problem": _why(exc)}
+        finally:
+            os.close(fd)
+        if not added:
+            return {}
+        log.warning("restored %d records of session %s from the journal", len(added), sid)
+        return {"restored": len(added), "cut": len(torn)}
 
     def _scan(self, sid: str) -> dict[str, Any]:
         """What a dead recorder left of a session: valid records, last hash, torn tail."""
@@ -889,11 +1011,18 @@ class Recorder:
             self._sync_dirs()
         except (OSError, RecordingError) as exc:
             problems.append(str(exc))
+        if self._journal is not None:
+            # Every session is closed and fsynced; after a problem the next recorder
+            # to start may still need the journal.
+            self._journal.close(remove=not problems)
+            self._journal = None
         self._release()
         if problems:
             raise RecordingError("; ".join(problems))
 
     def _release(self) -> None:
+        if self._journal is not None:  # a start that failed: nothing was journaled
+            self._journal.close(remove=True)
         with contextlib.suppress(OSError):
             os.unlink(layout.lock_file(self.id), dir_fd=self._rdfd)
         self._ledger.close()

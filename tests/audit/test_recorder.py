@@ -182,9 +182,12 @@ def test_lock_files_of_dead_recorders_are_removed_and_live_ones_kept(tmp_path: P
     crashed = out.stdout.strip()
     locks = d / "recorders"
     assert (locks / f"{crashed}.lock").exists(), out.stderr
+    assert (locks / f"{crashed}.0.wal").exists()  # fsync batch: its journal too
     live = Recorder(d)
     with Recorder(d) as third:
-        assert {p.name for p in locks.iterdir()} == {f"{live.id}.lock", f"{third.id}.lock"}
+        names = {p.name for p in locks.iterdir()}
+        assert {n for n in names if n.endswith(".lock")} == {f"{live.id}.lock", f"{third.id}.lock"}
+        assert not any(n.startswith(crashed) for n in names)
     live.close()
     assert not list(locks.iterdir())
 
