@@ -85,7 +85,7 @@ def _encode_params(params: list[Any]) -> str:
 
 _time = time.time
 _mono = time.monotonic
-_CHECK_EVERY_S = 0.05
+_CHECK_EVERY_S = 0.5
 _CHECKPOINT_S = 1.0
 
 
@@ -781,40 +781,44 @@ class Recorder:
         self._ledger.fsync()
 
     def _sync_loop(self) -> None:
-        # With os nothing waits on this thread: write held results and look for
-        # deleted files less often.
+        # With os nothing waits on this thread: write held results less often.
         interval = self.interval if self.fsync != "os" else max(self.interval, 0.05)
         wake, stop = self._wake, self._stop
-        next_check = 0.0
         checkpoint_at: float | None = None
+        check_at: float | None = None
         while True:
-            # Asleep until a record is written (no wakeups while idle) or a checkpoint is
-            # due, then wait out the group-commit window: one pass covers every session.
-            wake.wait(None if checkpoint_at is None else max(0.0, checkpoint_at - _mono()))
+            # Asleep until a record is written (no wakeups while idle) or a checkpoint or
+            # check is due, then wait out the group-commit window: one pass covers every
+            # session.
+            due = [t for t in (checkpoint_at, check_at) if t is not None]
+            wake.wait(max(0.0, min(due) - _mono()) if due else None)
             if stop.wait(interval):
                 return
             wake.clear()
             with self._lock:
                 sessions = list(self._open.values())
             if self.fsync == "os":
+                wrote = False
                 for rec in sessions:
                     if rec._dirty:
-                        rec._dirty = False
+                        rec._dirty, wrote = False, True
                         rec.write_held()
-            elif self._group_commit(sessions) and checkpoint_at is None:
-                checkpoint_at = _mono() + _CHECKPOINT_S
-            if checkpoint_at is not None and _mono() >= checkpoint_at:
+            else:
+                wrote = self._group_commit(sessions)
+            now = _mono()
+            if wrote and checkpoint_at is None and self._journal is not None:
+                checkpoint_at = now + _CHECKPOINT_S
+            if checkpoint_at is not None and now >= checkpoint_at:
                 checkpoint_at = None
                 self._checkpoint(sessions)
-            # Every system call here hands the GIL back and forth with the event loop:
-            # look for deleted files every 50 ms, not on every group commit.
-            now = _mono()
-            if now >= next_check:
-                next_check = now + _CHECK_EVERY_S
+            # Each system call here hands the GIL back and forth with the event loop:
+            # look for deleted files now and then, while sessions write, not every pass.
+            if wrote and check_at is None:
+                check_at = now + _CHECK_EVERY_S
+            if check_at is not None and now >= check_at:
+                check_at = None
                 for rec in sessions:
                     rec.check_linked()
-            else:
-                wake.set()  # come back for the check even if nothing more is written
 
     def _group_commit(self, sessions: list[SessionRecording]) -> bool:
         """One window's pass: the ledger, then every session's records, durable.

@@ -3,7 +3,9 @@
 A RowDescription names each column's table only by OID. The catalog asks the
 database over its own connection (the gateway's credentials, one per resource),
 never through a caller's session, and caches the answers, including "no such
-table". Lookups for one resource are serialised on that one connection.
+table", for a minute: a table renamed since (say, to the name a rule protects)
+is looked up again then. Lookups for one resource are serialised on that one
+connection.
 
 When a lookup fails the catalog is "down" for a while (1 s, doubling up to 30 s):
 no lookup is tried meanwhile, and masking withholds the rows it cannot check
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 
 FIRST_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 30.0
+CACHE_TTL_S = 60.0
 
 _LOOKUP = (
     "SELECT c.oid::int8, n.nspname || '.' || c.relname FROM pg_catalog.pg_class c "
@@ -47,10 +50,22 @@ class Catalog:
         self._lock = asyncio.Lock()
         self._down_until = 0.0
         self._backoff = FIRST_BACKOFF_S
+        self._expires = time.monotonic() + CACHE_TTL_S
 
     def known(self, oids: Iterable[int]) -> bool:
         names = self._names
         return all(o in names for o in oids)
+
+    def stale(self) -> bool:
+        return time.monotonic() >= self._expires
+
+    def forget(self) -> None:
+        """Drop every cached name (the caller drops the masking plans made from them).
+        All at once: one lookup a minute per table in use, and no entry outlives a
+        rename by more than that."""
+        self._names = {0: None}
+        self._columns = {}
+        self._expires = time.monotonic() + CACHE_TTL_S
 
     def available(self) -> bool:
         """False while lookups are suspended after a failure."""

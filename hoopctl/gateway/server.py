@@ -78,7 +78,7 @@ class Gateway:
         self.sessions: set[Session] = set()
         self._cancel_keys: dict[int, tuple[int, Resource, int, int]] = {}
         self._catalogs: dict[str, Catalog] = {}
-        self._plans: dict[tuple[str, bytes], Any] = {}
+        self._plans: dict[str, dict[bytes, Any]] = {}  # resource -> RowDescription -> plan
         self._scram_cache: OrderedDict[str, tuple] = OrderedDict()
         self._ssl = server_context(config.tls) if config.tls else None
         self._handshakes: set[asyncio.Task] = set()
@@ -239,19 +239,24 @@ class Gateway:
         return masking
 
     def _plan(self, resource: str) -> Callable[[bytes], Any]:
-        """Masking plans per RowDescription, cached on its exact bytes (decoded only on a miss)."""
-        plans = self._plans
+        """Masking plans per RowDescription, cached on its exact bytes (decoded only on a miss)
+        until a reload, or until the catalog they took table names from expires."""
 
         def plan(raw: bytes) -> Any:
-            key = (resource, raw)
-            masker = plans.get(key, _MISS)
+            catalog = self._catalogs.get(resource)
+            if catalog is not None and catalog.stale():
+                catalog.forget()
+                self._plans.pop(resource, None)
+            plans = self._plans.get(resource)
+            if plans is None:
+                plans = self._plans[resource] = {}
+            masker = plans.get(raw, _MISS)
             if masker is not _MISS:
                 return masker
             try:
                 desc = pw.decode_backend(b"T", raw[5:])
             except pw.ProtocolError:
                 desc = pw.RowDescription(())
-            catalog = self._catalogs.get(resource)
             oids = frozenset(f.table_oid for f in desc.fields)
             if catalog is not None and not catalog.known(oids):
                 if catalog.available():
@@ -274,7 +279,7 @@ class Gateway:
                     masker = masking.plan(resource, _masking_fields(desc), lambda oid: None)
             if len(plans) > 10000:
                 plans.clear()
-            plans[key] = masker
+            plans[raw] = masker
             return masker
 
         return plan

@@ -55,3 +55,26 @@ def test_an_unreachable_catalog_withholds_rows_without_spinning(gateway):
         catalog._down_until = 0.0  # the backoff is over
         rows = conn.execute(f"SELECT id, email AS contact FROM {TABLE}").fetchall()
         assert rows == [(1, "a***@example.com")]  # the alias is seen through again
+
+
+@pytest.fixture
+def field_rule_gateway(base_config, gw_db, tmp_path):
+    gw_db.psql(
+        "DROP TABLE IF EXISTS staging, customers_renamed; CREATE TABLE staging (id int, note text)", DBNAME
+    )
+    gw_db.psql("INSERT INTO staging VALUES (1, 'call me at 555 0100')", DBNAME)
+    rules = MaskingRules.from_config([{"field": f"{DBNAME}.public.customers_renamed.note", "style": "full"}])
+    config = replace(base_config, masking=rules, recordings_dir=tmp_path / "rec")
+    handle = _run_gateway(config, TokenAuthority(load_key(base_config.token_key_file)), gw_db)
+    yield handle
+    _stop(handle)
+    gw_db.psql("DROP TABLE IF EXISTS staging, customers_renamed", DBNAME)
+
+
+def test_a_table_renamed_to_a_protected_name_is_masked_once_the_cache_expires(field_rule_gateway, gw_db):
+    gateway = field_rule_gateway
+    with psycopg.connect(gateway.dsn(gateway.token()), autocommit=True, connect_timeout=5) as conn:
+        assert conn.execute("SELECT note FROM staging").fetchone() == ("call me at 555 0100",)
+        gw_db.psql("ALTER TABLE staging RENAME TO customers_renamed", DBNAME)
+        gateway.gateway._catalogs[DBNAME]._expires = 0.0  # the minute is over
+        assert conn.execute("SELECT note FROM customers_renamed").fetchone() != ("call me at 555 0100",)
