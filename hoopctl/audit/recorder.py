@@ -57,7 +57,7 @@ from hoopctl.audit.chain import (
     seal,
 )
 from hoopctl.audit.ids import is_id, new_id
-from hoopctl.audit.journal import Journal, frame, read_journal, remove_journal, write_all
+from hoopctl.audit.journal import Journal, read_journal, remove_journal, write_all
 
 log = logging.getLogger(__name__)
 
@@ -283,8 +283,8 @@ class SessionRecording:
         "_held",
         "_wlock",
         "_kick",
-        "_journal",
-        "_journaled",
+        "_queue",
+        "_head",
         "_unsynced",
     )
 
@@ -309,8 +309,9 @@ class SessionRecording:
         # results; never held across an fsync, so the connection never waits for one.
         self._wlock = threading.Lock()
         self._kick = recorder._kick
-        self._journal = recorder._journal
-        self._journaled = 0  # how much of _held the window pass already journaled
+        # fsync batch: each record also goes to the recorder's journal, as "<sid> <line>".
+        self._queue = recorder._journal.queue if recorder._journal is not None else None
+        self._head = sid.encode("ascii") + b" "
         # Written since the checkpoint last fsynced the file (set and cleared under _wlock).
         self._unsynced = False
 
@@ -330,10 +331,9 @@ class SessionRecording:
                 n = os.write(self._fd, data)
                 if n != len(data):
                     write_all(self._fd, data[n:])
-                if self._journal is not None:
+                if self._queue is not None:
                     self._unsynced = True
-                    self._journal.write(frame(self.sid, data[self._journaled :]))
-                    self._journaled = 0
+                    self._queue(self._head + line)  # held records were queued when sealed
                 if self._always:
                     os.fsync(self._fd)
                     if os.fstat(self._fd).st_nlink == 0:
@@ -359,7 +359,9 @@ class SessionRecording:
                 self._held += line
             else:
                 self._held = line
-            self._unsynced = True
+            if self._queue is not None:
+                self._unsynced = True
+                self._queue(self._head + line)
         if not self._dirty:
             self._dirty = True
             self._kick()
@@ -373,7 +375,6 @@ class SessionRecording:
             if not data or self._fd < 0 or self._error is not None:
                 return
             self._held = b""
-            self._journaled = 0
             try:
                 write_all(self._fd, data)
             except OSError as exc:
@@ -474,14 +475,6 @@ class SessionRecording:
             raise RecordingError(f"session {self.sid}: cannot encode record: {exc}") from None
 
     # -- lifecycle ----------------------------------------------------------------
-
-    def unjournaled(self) -> bytes:
-        """The held records not journaled yet, framed; marked journaled (the window pass
-        writes them). They reach the file with the next record or the checkpoint."""
-        with self._wlock:
-            piece = self._held[self._journaled :]
-            self._journaled = len(self._held)
-        return frame(self.sid, piece) if piece else b""
 
     def checkpoint(self) -> None:
         """Write held records and fdatasync the file, if written since the last time."""
@@ -840,24 +833,25 @@ class Recorder:
             log.error("fsync of the recordings directory failed: %s", _why(exc))
         if self._journal is None:  # always: every write was fsynced already
             return False
-        frames, wrote = [], False
+        wrote = False
         for rec in sessions:
+            # Cleared before the queue is taken: a record queued after that sets it again.
             if rec._dirty:
-                rec._dirty = False
-                wrote = True
-                piece = rec.unjournaled()
-                if piece:
-                    frames.append(piece)
-        try:
-            if frames:
-                self._journal.write(b"".join(frames))
-            if wrote:
-                self._journal.sync()
-        except OSError as exc:
-            # Every later journal write fails too: each session refuses its next statement.
-            self._failed = exc
-            log.error("the recordings journal failed: %s", _why(exc))
+                rec._dirty, wrote = False, True
+        if wrote:
+            try:
+                self._journal.commit()
+            except OSError as exc:
+                self._journal_failed(exc, sessions)
         return wrote
+
+    def _journal_failed(self, exc: OSError, sessions: list[SessionRecording]) -> None:
+        # Nothing is durable any more: new sessions are refused, and each open one
+        # refuses its next statement.
+        self._failed = exc
+        for rec in sessions:
+            rec._error = rec._error or exc
+        log.error("the recordings journal failed: %s", _why(exc))
 
     def _checkpoint(self, sessions: list[SessionRecording]) -> None:
         """fsync the session files written since the last checkpoint, after switching
@@ -868,8 +862,7 @@ class Recorder:
         try:
             self._journal.switch()
         except OSError as exc:
-            self._failed = exc
-            log.error("the recordings journal failed: %s", _why(exc))
+            self._journal_failed(exc, sessions)
             return
         for rec in sessions:
             rec.checkpoint()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from hoopctl.audit import recorder as recorder_mod
-from hoopctl.audit.journal import frame, read_journal
+from hoopctl.audit.journal import read_journal
 from hoopctl.audit.reader import Recordings
 from hoopctl.audit.recorder import Recorder
 from tests.audit.conftest import lines_of
@@ -138,14 +138,39 @@ def test_checkpoints_fsync_the_session_files_and_keep_the_journal_small(
     assert Recordings(d).verify().ok
 
 
-def test_reading_a_journal_stops_at_a_torn_or_foreign_frame(tmp_path: Path) -> None:
+def test_reading_a_journal_skips_a_torn_or_foreign_line(tmp_path: Path) -> None:
     rid, sid = "1m8b051yv643eb", "1m8b051yxm0d5f"
-    good = frame(sid, b'{"seq":0}\n') + frame(sid, b'{"seq":1}\n{"seq":2}\n')
-    (tmp_path / f"{rid}.0.wal").write_bytes(good + frame(sid, b'{"seq":3}\n')[:-4])
-    (tmp_path / f"{rid}.1.wal").write_bytes(frame("../../etc/x", b"{}\n") + frame(sid, b'{"seq":9}\n'))
+    head = sid.encode() + b" "
+    (tmp_path / f"{rid}.0.wal").write_bytes(head + b'{"seq":0}\n' + head + b'{"seq":1}\n' + head + b'{"se')
+    (tmp_path / f"{rid}.1.wal").write_bytes(b'../../etc/x {"seq":5}\n' + head + b'{"seq":2}\n')
     fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         found = read_journal(fd, rid)
     finally:
         os.close(fd)
     assert found == {sid: [b'{"seq":0}\n', b'{"seq":1}\n', b'{"seq":2}\n']}
+
+
+def test_a_failing_journal_fails_every_session_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hoopctl.audit.journal import Journal
+    from hoopctl.audit.recorder import RecordingError
+
+    def disk_full(self: Journal) -> None:
+        raise OSError(28, "No space left on device")
+
+    with Recorder(tmp_path / "r", fsync="batch", interval_ms=2) as r:
+        a, b = (r.open_session(n, (), "c", "db", "read") for n in "ab")
+        monkeypatch.setattr(Journal, "commit", disk_full)
+        a.statement("SELECT 1", None, True, "read", "simple")
+        time.sleep(0.1)  # the window's commit fails
+        for rec in (a, b):
+            with pytest.raises(RecordingError, match="No space"):
+                rec.statement("SELECT 2", None, True, "read", "simple")
+        with pytest.raises(RecordingError, match="No space"):
+            r.open_session("c", (), "c", "db", "read")
+        monkeypatch.undo()
+        for rec in (a, b):
+            with pytest.raises(RecordingError):
+                rec.close()
