@@ -520,6 +520,10 @@ class SessionRecording:
         return self._stmts
 
     @property
+    def refused(self) -> int:
+        return self._refused
+
+    @property
     def closed(self) -> bool:
         return self._closed
 
@@ -727,6 +731,11 @@ class Recorder:
 
     def _always(self) -> bool:
         return self.fsync == "always"
+
+    @property
+    def failed(self) -> bool:
+        """The directory or the journal failed to sync: new sessions are refused."""
+        return self._failed is not None
 
     def _seal(self, rec: SessionRecording, problem: BaseException | None) -> None:
         with self._lock:

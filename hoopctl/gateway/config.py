@@ -56,6 +56,7 @@ class GatewayConfig:
     binary_masked_columns: str = "null"
     workers: int = 1
     access: AccessConfig | None = None  # None: no shared state (no revocations, no just-in-time grants)
+    metrics_listen: tuple[str, int] | None = None  # Prometheus endpoint (metrics.listen); None: off
     oidc: list = field(default_factory=list)
     source: Path | None = None
 
@@ -88,9 +89,12 @@ def load_config(path: Path | str) -> GatewayConfig:
             "masking",
             "access",
             "oidc",
+            "metrics",
         }
     )
     listen_host, listen_port = _listen(root)
+    metrics = root.section("metrics")
+    metrics.check_keys({"listen"})
     recordings = root.section("recordings")
     recordings.check_keys({"dir", "fsync", "fsync_interval_ms", "key_file"})
     limits = root.section("limits")
@@ -123,6 +127,7 @@ def load_config(path: Path | str) -> GatewayConfig:
         binary_masked_columns=binary,
         access=_access(root.section("access"), base=path.parent),
         oidc=_oidc(root),
+        metrics_listen=_listen(metrics) if metrics.data else None,
         source=path,
     )
 
@@ -132,11 +137,11 @@ def _relative(value: Path | None, base: Path) -> Path:
     return value if value.is_absolute() else base / value
 
 
-def _listen(root: Section) -> tuple[str, int]:
-    text = root.str("listen", "127.0.0.1:6432")
+def _listen(section: Section) -> tuple[str, int]:
+    text = section.str("listen", "127.0.0.1:6432")
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        root.fail(f"expected HOST:PORT, got {text!r}", "listen")
+        section.fail(f"expected HOST:PORT, got {text!r}", "listen")
     return host.strip("[]") or "0.0.0.0", int(port)
 
 

@@ -38,6 +38,7 @@ from hoopctl.gateway import pgwire as pw
 from hoopctl.gateway.catalog import Catalog
 from hoopctl.gateway.config import GatewayConfig, Resource
 from hoopctl.gateway.masking import RowMasker
+from hoopctl.gateway.metrics import Stats, serve_metrics
 from hoopctl.gateway.session import CatalogMiss, Session, SessionContext
 from hoopctl.gateway.tls import server_context
 from hoopctl.gateway.upstream import UpstreamError, open_upstream, send_cancel
@@ -68,8 +69,10 @@ class Gateway:
         authority: TokenAuthority | None = None,
         recorder: Any = None,
         sock: socket.socket | None = None,
+        worker_index: int = 0,
     ) -> None:
         self.config = config
+        self.worker_index = worker_index  # with limits.workers > 1: which one (metrics port offset)
         self.authority = authority or TokenAuthority(load_key(config.token_key_file))
         self._own_recorder = recorder is None
         self.recorder = recorder
@@ -91,6 +94,8 @@ class Gateway:
             self.oidc = OIDCAuthority(config.oidc)
         self._admin: asyncio.AbstractServer | None = None
         self.adopted: dict[tuple[str, int], asyncio.Server] = {}
+        self.stats = Stats()
+        self._metrics: Any = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -110,6 +115,9 @@ class Gateway:
                 self._accept, self.config.listen_host, self.config.listen_port, reuse_address=True
             )
         log.info("gateway listening on %s", ", ".join(str(s.getsockname()) for s in self.server.sockets))
+        if self.config.metrics_listen is not None:
+            host, port = self.config.metrics_listen
+            self._metrics = serve_metrics(self, host, port + self.worker_index)
         if self.config.access is not None:
             await self._start_access()
 
@@ -226,6 +234,10 @@ class Gateway:
         if self.recorder is not None and self._own_recorder:
             self.recorder.close()
             self.recorder = None
+        if self._metrics is not None:
+            self._metrics.shutdown()
+            self._metrics.server_close()
+            self._metrics = None
 
     # ------------------------------------------------------------ policy/masking plumbing
 
@@ -295,10 +307,13 @@ class Gateway:
         try:
             await asyncio.wait_for(self._handshake(reader, writer, forced_resource), HANDSHAKE_TIMEOUT_S)
         except _Fatal as exc:
+            self.stats.refused_logins[exc.sqlstate] += 1
             self._send_fatal(writer, exc.sqlstate, str(exc))
         except pw.ProtocolError as exc:
+            self.stats.refused_logins["08P01"] += 1
             self._send_fatal(writer, "08P01", f"protocol violation: {exc}")
         except TimeoutError:
+            self.stats.refused_logins["08006"] += 1
             self._send_fatal(writer, "08006", "login timed out")
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, OSError) as exc:
             log.info("client gone during login: %s", exc)
@@ -425,13 +440,16 @@ class Gateway:
         )
 
         def closed(s: Session) -> None:
-            self.sessions.discard(s)
+            if s in self.sessions:
+                self.sessions.discard(s)
+                self.stats.session_ended(s)
             self._cancel_keys.pop(pid, None)
 
         session = Session(ctx, parser, writer.transport, upstream.writer.transport, closed)
         # The stream objects close their transport when collected: keep them with the session.
         session.streams = (reader, writer, upstream.reader, upstream.writer)
         self.sessions.add(session)
+        self.stats.sessions[resource_name] += 1
         if upstream.key is not None:
             self._cancel_keys[pid] = (key, resource, upstream.key.pid, upstream.key.key)
         log.info(
@@ -555,8 +573,9 @@ async def _run(
     reload_config: Callable[[], GatewayConfig],
     drain_timeout: float,
     sock: socket.socket | None = None,
+    worker_index: int = 0,
 ) -> None:
-    gw = Gateway(config, sock=sock)
+    gw = Gateway(config, sock=sock, worker_index=worker_index)
     await gw.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -610,14 +629,14 @@ def serve(config: GatewayConfig | str | Path, *, drain_timeout: float = 30.0) ->
         asyncio.run(_run(config, reload_config, drain_timeout))
         return
     children = []
-    for _ in range(workers):
+    for index in range(workers):
         pid = os.fork()
         if pid == 0:  # worker
             code = 0
             try:
                 _install_uvloop()
                 sock = reuse_port_socket(config.listen_host, config.listen_port)
-                asyncio.run(_run(config, reload_config, drain_timeout, sock))
+                asyncio.run(_run(config, reload_config, drain_timeout, sock, index))
             except BaseException:
                 log.exception("worker failed")
                 code = 1

@@ -275,6 +275,7 @@ class Session:
         self._ended: list[_Pending] = []  # finished statements whose result is not recorded yet
         self.stalled = False
         self.held = False  # client input waits while a statement is held for approval
+        self.masked_values = 0  # for the metrics
         # Back-pressure: a peer that cannot take more keeps the other side's reads paused.
         self.client_full = False
         self.up_full = False
@@ -1074,6 +1075,7 @@ class Session:
         return True
 
     def _finish(self, item: _Pending) -> None:
+        self.masked_values += item.masked
         if item.handle is not None:
             item.t0 = (time.monotonic() - item.t0) * 1000.0  # now the duration in ms
             self._ended.append(item)
