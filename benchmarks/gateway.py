@@ -13,7 +13,7 @@ rotating the order every round. Prints the median TPS, the ratios and the mean
 latency the gateway adds; then, with one client, the latency a lone caller sees
 (with 8 clients on 2 cores the mean latency is mostly queueing: 8 / TPS).
 Targets: gateway >= 0.9 x relay, >= 0.6 x pgbouncer, added mean latency < 0.3 ms.
-The proxy CPU of the gateway includes its fsync helper process.
+The proxy CPU includes every thread of the proxy process (the gateway's group commit too).
 """
 
 from __future__ import annotations

@@ -21,13 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 
 from hoopctl.audit import layout
 from hoopctl.audit.ids import is_id
-
-log = logging.getLogger(__name__)
 
 _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -62,15 +59,23 @@ class Journal:
         # list.append and the slice taken by commit() are atomic under the GIL: no lock.
         self._queue: list[bytes] = []
         self.queue = self._queue.append
+        self._broken: OSError | None = None
 
     def commit(self) -> None:
-        """Append everything queued so far in one write(2), then fdatasync."""
+        """Append everything queued so far in one write(2), then fdatasync. After one
+        failure every later call fails too: a torn line would swallow the next one."""
+        if self._broken is not None:
+            raise self._broken
         n = len(self._queue)
-        if n:
-            data = b"".join(self._queue[:n])
-            del self._queue[:n]
-            write_all(self._fds[self._active], data)
-        os.fdatasync(self._fds[self._active])
+        try:
+            if n:
+                data = b"".join(self._queue[:n])
+                del self._queue[:n]
+                write_all(self._fds[self._active], data)
+            os.fdatasync(self._fds[self._active])
+        except OSError as exc:
+            self._broken = exc
+            raise
 
     def switch(self) -> None:
         """Start writing to the other file, emptied first. Call only once everything in
@@ -94,16 +99,14 @@ def read_journal(dir_fd: int, rid: str) -> dict[str, list[bytes]]:
     """The records a dead recorder journaled, by session id, each line with its newline.
 
     A power cut may cut the last line short: a line without its newline is left out,
-    and so is one that does not start with a session id.
+    and so is one that does not start with a session id. OSError if a file exists
+    but cannot be read (a symlink, a FIFO...): the caller keeps the journal.
     """
     found: dict[str, list[bytes]] = {}
     for name in layout.journal_files(rid):
         try:
             fd = layout.open_regular(name, os.O_RDONLY, dir_fd=dir_fd)
         except FileNotFoundError:
-            continue
-        except OSError as exc:
-            log.warning("cannot read journal %s: %s", name, exc.strerror or exc)
             continue
         with os.fdopen(fd, "rb") as f:
             data = f.read()

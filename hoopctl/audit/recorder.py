@@ -6,16 +6,17 @@ gateway killed right after cannot lose the record of a statement it forwarded.
 Durability against power loss follows the fsync policy:
 
 - ``always``: fsync before statement() returns;
-- ``batch`` (default): every write also goes to the recorder's journal, which a
-  background thread fdatasyncs every ``interval_ms`` (group commit: one fdatasync
-  per window for all sessions); a power cut loses at most that window. About once
-  a second a checkpoint fsyncs the session files themselves (journal.py). The
-  thread sleeps until something is written: an idle gateway costs no wakeups;
+- ``batch`` (default): every record also goes to the recorder's journal, which a
+  background thread writes and fdatasyncs every ``interval_ms`` (group commit: one
+  fdatasync per window for all sessions); a power cut loses at most that window.
+  About once a second a checkpoint fsyncs the session files themselves (journal.py).
+  The thread sleeps until something is written: an idle gateway costs no wakeups;
 - ``os``: left to the kernel, except at session end, which is always fsynced.
 
 A result record is not needed before anything is forwarded: result() seals it at
-once (its place in the chain is fixed) but writes it together with the session's
-next record, in one write(2), or within ``interval_ms`` (os: 50 ms) if none comes.
+once (its place in the chain is fixed) but writes it to the session file together
+with the session's next record, in one write(2), or else at the next checkpoint
+(batch: it is in the journal within ``interval_ms``) or within 50 ms (os).
 
 Any failure to write raises ``RecordingError``: the caller must refuse the
 statement (no record, no forwarding). A session whose write failed stays failed.
@@ -322,6 +323,10 @@ class SessionRecording:
             raise RecordingError(f"session {self.sid}: recording failed earlier ({self._error})")
         line, digest = seal(body)
         with self._wlock:
+            # Again under the lock: the background thread may have failed the session
+            # (a held record lost) since the record was sealed on top of it.
+            if self._error is not None:
+                raise RecordingError(f"session {self.sid}: recording failed earlier ({self._error})")
             if self._held:
                 data = self._held + line
                 self._held = b""
@@ -332,7 +337,7 @@ class SessionRecording:
                 if n != len(data):
                     write_all(self._fd, data[n:])
                 if self._queue is not None:
-                    self._unsynced = True
+                    self._mark_unsynced()
                     self._queue(self._head + line)  # held records were queued when sealed
                 if self._always:
                     os.fsync(self._fd)
@@ -341,8 +346,8 @@ class SessionRecording:
             except OSError as exc:
                 self._fail(exc, data)
             self._size += len(data)
-        self._prev = digest
-        self._seq += 1
+            self._prev = digest
+            self._seq += 1
         if not self._dirty:
             self._dirty = True
             self._kick()
@@ -352,19 +357,29 @@ class SessionRecording:
         """Seal a record now and write it with the next one (or from the background thread)."""
         if self._error is not None:
             raise RecordingError(f"session {self.sid}: recording failed earlier ({self._error})")
-        line, self._prev = seal(body)
-        self._seq += 1
+        line, digest = seal(body)
         with self._wlock:
+            if self._error is not None:  # see _append
+                raise RecordingError(f"session {self.sid}: recording failed earlier ({self._error})")
+            self._prev = digest
+            self._seq += 1
             if self._held:
                 self._held += line
             else:
                 self._held = line
             if self._queue is not None:
-                self._unsynced = True
+                self._mark_unsynced()
                 self._queue(self._head + line)
         if not self._dirty:
             self._dirty = True
             self._kick()
+
+    def _mark_unsynced(self) -> None:
+        # Under _wlock. The recorder's set, not its list of open sessions: a session
+        # whose start the journal has may not be registered yet at the checkpoint.
+        if not self._unsynced:
+            self._unsynced = True
+            self._recorder._unsynced.add(self)
 
     def write_held(self) -> None:
         """Write held result records (the background thread calls this)."""
@@ -476,22 +491,34 @@ class SessionRecording:
 
     # -- lifecycle ----------------------------------------------------------------
 
-    def checkpoint(self) -> None:
-        """Write held records and fdatasync the file, if written since the last time."""
+    def checkpoint(self) -> bool:
+        """Write held records and fdatasync the file, if written since the last time.
+        False if that failed: the journal is then the only durable copy."""
         with self._wlock:
             if not self._unsynced:
-                return
+                return True
             # Cleared together with the writes it stands for: an append that comes
             # after this sets it again, for the next checkpoint.
             self._unsynced = False
-        self.fsync()
+            self._recorder._unsynced.discard(self)
+        return self.fsync()
 
-    def fsync(self) -> None:
-        """Write held records and make the file durable."""
+    def journal_failed(self, exc: OSError) -> None:
+        """Fail the session: the journal cannot make its records durable any more.
+        Its sealed results go to the file first: the ledger's count includes them."""
+        self.write_held()
+        with self._wlock:
+            self._error = self._error or exc
+
+    def fsync(self) -> bool:
+        """Write held records and make the file durable; False if that failed."""
         with self._sync_lock:
             if self._fd < 0:
-                return
+                return True
+            before = self._error
             self.write_held()
+            if self._error is not before:
+                return False
             try:
                 # The file's name is made durable by the directory's fsync at open;
                 # fdatasync still writes the size that appends change.
@@ -499,6 +526,8 @@ class SessionRecording:
             except OSError as exc:
                 self._error = exc
                 log.error("fsync of session %s failed: %s", self.sid, _why(exc))
+                return False
+            return True
 
     def check_linked(self) -> None:
         """Fail the session if its file was deleted: writes would still succeed, into
@@ -609,6 +638,11 @@ class Recorder:
         self._sessions_dirty = False
         self._failed: OSError | None = None
         self._journal: Journal | None = None
+        # Sessions written since the last checkpoint (each adds itself, under its lock).
+        self._unsynced: set[SessionRecording] = set()
+        # Set when a checkpoint could not make a session file durable: the journal is
+        # then the only copy, and is never emptied again by this recorder.
+        self._pinned = False
         fds: list[int] = []
         try:
             os.makedirs(self.dir, mode=0o700, exist_ok=True)
@@ -685,6 +719,9 @@ class Recorder:
         else:  # pragma: no cover - 5 collisions of 25 random bits in one millisecond
             raise RecordingError("cannot allocate a session id")
         rec = SessionRecording(self, sid, fd, t0)
+        # Before the ledger's entry: no group commit may make that durable without the
+        # file's name.
+        self._sessions_dirty = True
         start = {
             "sid": sid,
             "identity": identity,
@@ -723,7 +760,6 @@ class Recorder:
             if isinstance(exc, RecordingError):
                 raise
             raise RecordingError(f"cannot record session start: {_why(exc)}") from exc
-        self._sessions_dirty = True
         with self._lock:
             self._open[sid] = rec
         self._kick()
@@ -859,61 +895,81 @@ class Recorder:
         # refuses its next statement.
         self._failed = exc
         for rec in sessions:
-            rec._error = rec._error or exc
+            rec.journal_failed(exc)
         log.error("the recordings journal failed: %s", _why(exc))
 
     def _checkpoint(self, sessions: list[SessionRecording]) -> None:
         """fsync the session files written since the last checkpoint, after switching
         the journal: the file it switches to held only what the last checkpoint made
         durable, and the one it leaves is emptied only at the next checkpoint."""
-        if self._journal is None:
+        if self._journal is None or self._pinned:
             return
         try:
             self._journal.switch()
         except OSError as exc:
             self._journal_failed(exc, sessions)
             return
-        for rec in sessions:
-            rec.checkpoint()
+        for rec in list(self._unsynced):
+            if not rec.checkpoint():
+                self._pinned = True
+                self._failed = self._failed or rec._error or OSError(errno.EIO, "a session file failed")
+                log.error("a session file could not be made durable: keeping the journal for recovery")
 
     # -- recovery -----------------------------------------------------------------
 
     def _recover(self, ledger: Ledger) -> None:
         """Seal sessions left open by recorders that are gone (crashed or killed), after
         copying back what their journals hold and the files lack; remove the lock files
-        and journals those recorders left."""
-        owner: dict[str, str] = {}
+        and journals those recorders left (kept if a restore failed: the next start
+        tries again)."""
+        owner: dict[str, str] = {}  # sessions still open -> their recorder
+        opened: dict[str, str] = {}  # every session -> the recorder that opened it
         registered: set[str] = set()
         for rec in ledger.read_all():
             kind, sid, rid = rec.get("kind"), rec.get("sid"), rec.get("recorder")
             # Only self-hashed, not chain-checked here: a sid or recorder id that is not
             # an id could name a path outside the directory (as root). Ignore it.
             if kind == "open" and is_id(sid) and is_id(rid):
-                owner[sid] = rid
+                owner[sid] = opened[sid] = rid
             elif kind in ("close", "recover") and isinstance(sid, str):
                 owner.pop(sid, None)
             elif kind == "recorder" and is_id(rid):
                 registered.add(rid)
-        alive: dict[str, bool] = {}
-        journals: dict[str, dict[str, list[bytes]]] = {}
-        for sid, rid in owner.items():
-            if rid not in alive:
-                alive[rid] = layout.recorder_alive(self._rdfd, rid)
-            if not alive[rid]:
-                if rid not in journals:
-                    journals[rid] = read_journal(self._rdfd, rid)
-                restored = self._restore(sid, journals[rid].get(sid, []))
-                fields = {"sid": sid, "recorder": rid, "by": self.id, **self._scan(sid), **restored}
-                ledger.append("recover", fields)
-                log.warning("sealed session %s left open by recorder %s", sid, rid)
+        alive = {rid: layout.recorder_alive(self._rdfd, rid) for rid in set(owner.values())}
         # A recorder locks its file before it registers in the ledger (we hold the
         # ledger's lock): a registered one whose lock is free is dead, never starting.
         for name in os.listdir(self._rdfd):
             rid = name.removesuffix(".lock")
             if rid in registered and rid != self.id and rid not in alive:
                 alive[rid] = layout.recorder_alive(self._rdfd, rid)
-        for rid, live in alive.items():
-            if not live:
+        dead = sorted(rid for rid, live in alive.items() if not live)
+        restored: dict[str, dict[str, Any]] = {}
+        kept: set[str] = set()
+        for rid in dead:
+            try:
+                journal = read_journal(self._rdfd, rid)
+            except OSError as exc:
+                log.error("cannot read the journal of recorder %s: %s", rid, _why(exc))
+                kept.add(rid)
+                continue
+            for sid, lines in journal.items():
+                if opened.get(sid) == rid:  # never a session some other recorder wrote
+                    restored[sid] = self._restore(sid, lines)
+                    if "restore_problem" in restored[sid]:
+                        kept.add(rid)
+        for sid, rid in owner.items():
+            if rid in dead and "restore_problem" not in restored.get(sid, {}):
+                fields = {
+                    "sid": sid,
+                    "recorder": rid,
+                    "by": self.id,
+                    **self._scan(sid),
+                    **restored.get(sid, {}),
+                }
+                ledger.append("recover", fields)
+                log.warning("sealed session %s left open by recorder %s", sid, rid)
+        for rid in dead:
+            if rid not in kept:
                 with contextlib.suppress(OSError):
                     remove_journal(self._rdfd, rid)  # what it held is in fsynced files now
                     os.unlink(layout.lock_file(rid), dir_fd=self._rdfd)
@@ -1017,20 +1073,22 @@ class Recorder:
             self._sync_dirs()
         except (OSError, RecordingError) as exc:
             problems.append(str(exc))
+        keep = bool(problems) or self._pinned
         if self._journal is not None:
-            # Every session is closed and fsynced; after a problem the next recorder
-            # to start may still need the journal.
-            self._journal.close(remove=not problems)
+            # Every session is closed and fsynced; after a problem the next recorder to
+            # start needs the journal, and finds it by the lock file kept with it.
+            self._journal.close(remove=not keep)
             self._journal = None
-        self._release()
+        self._release(keep_lock=keep)
         if problems:
             raise RecordingError("; ".join(problems))
 
-    def _release(self) -> None:
+    def _release(self, keep_lock: bool = False) -> None:
         if self._journal is not None:  # a start that failed: nothing was journaled
             self._journal.close(remove=True)
-        with contextlib.suppress(OSError):
-            os.unlink(layout.lock_file(self.id), dir_fd=self._rdfd)
+        if not keep_lock:
+            with contextlib.suppress(OSError):
+                os.unlink(layout.lock_file(self.id), dir_fd=self._rdfd)
         self._ledger.close()
         for fd in (self._lockfd, self._rdfd, self._sdfd, self._dfd):
             with contextlib.suppress(OSError):

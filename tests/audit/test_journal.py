@@ -4,6 +4,7 @@ copied back from it by the next recorder."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -16,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from hoopctl.audit import recorder as recorder_mod
-from hoopctl.audit.journal import read_journal
+from hoopctl.audit.journal import Journal, read_journal
 from hoopctl.audit.reader import Recordings
-from hoopctl.audit.recorder import Recorder
+from hoopctl.audit.recorder import Recorder, RecordingError
+from tests.audit import powercut
 from tests.audit.conftest import lines_of
 
 REPO = Path(__file__).resolve().parents[2]
@@ -154,8 +156,6 @@ def test_reading_a_journal_skips_a_torn_or_foreign_line(tmp_path: Path) -> None:
 def test_a_failing_journal_fails_every_session_closed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hoopctl.audit.journal import Journal
-    from hoopctl.audit.recorder import RecordingError
 
     def disk_full(self: Journal) -> None:
         raise OSError(28, "No space left on device")
@@ -174,3 +174,245 @@ def test_a_failing_journal_fails_every_session_closed(
         for rec in (a, b):
             with pytest.raises(RecordingError):
                 rec.close()
+
+
+# Power cuts, simulated (tests/audit/powercut.py: only what was fsynced survives), with
+# the background thread parked and each pass run by hand, as _sync_loop runs them.
+
+PARKED = 10**7  # interval_ms: the thread never runs a pass by itself
+
+
+def texts(d: Path, sid: str) -> list[str]:
+    return [i["text"] for i in Recordings(d).load(sid)["items"]]
+
+
+def park(r: Recorder) -> None:
+    """Stop the background thread (the recorder is left as a crash leaves it)."""
+    r._stop.set()
+    r._wake.set()
+    r._thread.join()
+
+
+def one_pass(r: Recorder, sessions, checkpoint: bool = False) -> None:
+    r._group_commit(sessions)
+    if checkpoint:
+        r._checkpoint(sessions)
+
+
+def test_a_session_opened_during_a_pass_keeps_its_journaled_records(tmp_path, monkeypatch):
+    """Pass 1 takes its snapshot, then b opens and records a statement; the pass
+    commits the journal (b's statement is now 'durable') and checkpoints only the
+    snapshot. Pass 2's checkpoint switches back, truncating the file that holds b's
+    statement, before b is fsynced: a power cut there loses it."""
+    powercut.install(monkeypatch)
+    d, cut = tmp_path / "r", tmp_path / "cut"
+    r = Recorder(d, fsync="batch", interval_ms=PARKED)
+    a = r.open_session("a", (), "c", "db", "read")
+    snapshot1 = list(r._open.values())  # the pass's snapshot
+    b = r.open_session("b", (), "c", "db", "read")  # opened mid-pass
+    b.statement("DELETE FROM accounts", None, True, "write", "simple")
+    one_pass(r, snapshot1, checkpoint=True)  # journal fdatasynced: b's statement is durable
+    a.statement("SELECT 1", None, True, "read", "simple")
+    snapshot2 = list(r._open.values())
+    real_switch = Journal.switch
+
+    def switch_then_power_cut(self):
+        real_switch(self)
+        powercut.cut(d, cut)  # power cut right after the switch, before b's fsync
+
+    monkeypatch.setattr(Journal, "switch", switch_then_power_cut)
+    one_pass(r, snapshot2, checkpoint=True)
+    monkeypatch.undo()
+    r._stop.set()
+    r._wake.set()
+    r._thread.join()
+    Recorder(cut).close()
+    assert texts(cut, b.sid) == ["DELETE FROM accounts"]
+
+
+def test_a_failed_checkpoint_fsync_keeps_the_journal(tmp_path, monkeypatch):
+    """a's checkpoint fdatasync fails (EIO): the journal is then the only durable
+    copy of a's statement, yet the next checkpoint truncates it."""
+    powercut.install(monkeypatch)
+    d, cut = tmp_path / "r", tmp_path / "cut"
+    r = Recorder(d, fsync="batch", interval_ms=PARKED)
+    a = r.open_session("a", (), "c", "db", "read")
+    c = r.open_session("c", (), "c", "db", "read")
+    one_pass(r, [a, c], checkpoint=True)
+    a.statement("DELETE FROM accounts", None, True, "write", "simple")
+    one_pass(r, [a, c])  # the window passed: durable in the journal
+    real = os.fdatasync
+
+    def eio_for_a(fd):
+        if fd == a._fd:
+            raise OSError(errno.EIO, "Input/output error")
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", eio_for_a)
+    r._checkpoint([a, c])  # a's fsync fails (logged, a marked failed)
+    monkeypatch.setattr(os, "fdatasync", powercut.fdatasync)
+    c.statement("SELECT 1", None, True, "read", "simple")
+    one_pass(r, [a, c], checkpoint=True)  # switches back: truncates the journal holding a's record
+    powercut.cut(d, cut)
+    r._stop.set()
+    r._wake.set()
+    r._thread.join()
+    Recorder(cut).close()
+    assert texts(cut, a.sid) == ["DELETE FROM accounts"]
+
+
+def test_a_journal_kept_after_a_failed_close_is_restored_then_removed(tmp_path, monkeypatch):
+    """Recorder.close keeps the journal 'for the next recorder' after a problem, but
+    the sessions are sealed (close) and the lock file removed, so the next recorder
+    never reads it (nothing restored) and never removes it (orphaned forever)."""
+    powercut.install(monkeypatch)
+    d, cut = tmp_path / "r", tmp_path / "cut"
+    r = Recorder(d, fsync="batch", interval_ms=PARKED)
+    a = r.open_session("a", (), "c", "db", "read")
+    a.statement("DELETE FROM accounts", None, True, "write", "simple")
+    one_pass(r, [a])  # durable in the journal
+
+    def eio_for_a(fd):
+        if fd == a._fd:
+            raise OSError(errno.EIO, "Input/output error")
+        powercut.fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", eio_for_a)
+    with pytest.raises(RecordingError):
+        r.close()
+    monkeypatch.setattr(os, "fsync", powercut.fsync)
+    assert list((d / "recorders").glob("*.wal"))  # kept
+    powercut.cut(d, cut)
+    Recorder(cut).close()
+    assert texts(cut, a.sid) == ["DELETE FROM accounts"], "journal kept, but not restored"
+    assert not list((cut / "recorders").glob("*.wal")), "journal kept forever"
+
+
+def test_a_journal_is_kept_when_its_restore_fails(tmp_path, monkeypatch):
+    """_restore fails (ENOSPC writing the session file): _recover still deletes the
+    journal, the only copy of the records."""
+    powercut.install(monkeypatch)
+    d, cut = tmp_path / "r", tmp_path / "cut"
+    r = Recorder(d, fsync="batch", interval_ms=PARKED)
+    a = r.open_session("a", (), "c", "db", "read")
+    a.statement("DELETE FROM accounts", None, True, "write", "simple")
+    one_pass(r, [a])
+    powercut.cut(d, cut)
+    r._stop.set()
+    r._wake.set()
+    r._thread.join()
+
+    real_write_all = recorder_mod.write_all
+
+    def enospc(fd, data):
+        if sys._getframe(1).f_code.co_name == "_restore":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write_all(fd, data)
+
+    monkeypatch.setattr(recorder_mod, "write_all", enospc)
+    Recorder(cut).close()
+    monkeypatch.undo()
+    assert list((cut / "recorders").glob("*.wal")), "the only copy of the records was deleted"
+    kinds = [json.loads(x)["kind"] for x in (cut / "ledger.jsonl").read_text().splitlines()]
+    assert "recover" not in kinds  # left open, for the next start to try again
+    Recorder(cut).close()  # room on the disk again
+    assert texts(cut, a.sid) == ["DELETE FROM accounts"]
+    assert not list((cut / "recorders").glob("*.wal"))
+
+
+def test_a_journal_failure_writes_held_results_before_failing_the_session(tmp_path, monkeypatch):
+    """A journal failure marks sessions failed; a held (sealed, counted) result is then
+    never written, but the ledger's close counts it: verify calls the file truncated."""
+    d = tmp_path / "r"
+    r = Recorder(d, fsync="batch", interval_ms=PARKED)
+    a = r.open_session("a", (), "c", "db", "read")
+    h = a.statement("SELECT 1", None, True, "read", "simple")
+    a.result(h, 0.1, 1, None, 0)
+
+    def disk_full(self):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Journal, "commit", disk_full)
+    one_pass(r, [a])
+    monkeypatch.undo()
+    with pytest.raises(RecordingError):
+        a.close()
+    r._stop.set()
+    r._wake.set()
+    r._thread.join()
+    report = Recordings(d).verify()
+    assert report.ok, report.problems
+
+
+def test_a_pass_between_file_and_ledger_entry_keeps_the_file_name(tmp_path, monkeypatch):
+    """open_session sets _sessions_dirty only after the ledger's 'open'. A pass in
+    between fsyncs the ledger (and the journal with the start record) but not the
+    sessions directory: after a power cut the ledger names a session whose file is
+    gone, and _restore does not recreate it from the journal."""
+    powercut.install(monkeypatch)
+    d, cut = tmp_path / "r", tmp_path / "cut"
+    r = Recorder(d, fsync="batch", interval_ms=PARKED)
+    a = r.open_session("a", (), "c", "db", "read")
+    one_pass(r, [a])
+    a.statement("SELECT 1", None, True, "read", "simple")  # a is dirty: the pass commits
+    real_append = recorder_mod.Ledger.append
+
+    def append_then_pass(self, kind, fields, prefix=b""):
+        out = real_append(self, kind, fields, prefix)
+        if kind == "open":
+            one_pass(r, list(r._open.values()))  # the thread's pass lands here
+            powercut.cut(d, cut)
+        return out
+
+    monkeypatch.setattr(recorder_mod.Ledger, "append", append_then_pass)
+    b = r.open_session("b", (), "c", "db", "read")
+    monkeypatch.undo()
+    r._stop.set()
+    r._wake.set()
+    r._thread.join()
+    Recorder(cut).close()
+    assert (cut / "sessions" / f"{b.sid}.jsonl").exists(), (
+        "ledger says open, file lost, journal had its start"
+    )
+    report = Recordings(cut).verify()
+    assert report.ok, report.problems
+
+
+def test_a_statement_sealed_as_the_session_fails_is_refused(tmp_path, monkeypatch):
+    """_append checks _error and seals its line (prev = the held result's hash) before
+    taking _wlock. If the background thread's write_held fails in between, _fail cuts
+    the held result off the file, yet _append then writes its line (chained to a
+    record no longer in the file), and statement() succeeds: the gateway forwards a
+    statement whose record verify calls tampering."""
+    d = tmp_path / "r"
+    r = Recorder(d, fsync="batch", interval_ms=PARKED)
+    a = r.open_session("a", (), "c", "db", "read")
+    h = a.statement("SELECT 1", None, True, "read", "simple")
+    a.result(h, 0.1, 1, None, 0)  # held
+    real_seal, real_write_all = recorder_mod.seal, recorder_mod.write_all
+
+    def enospc(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def seal_then_thread_runs(body, *k):
+        out = real_seal(body, *k)
+        monkeypatch.setattr(recorder_mod, "write_all", enospc)
+        a.checkpoint()  # the background thread: write_held fails, _fail truncates
+        monkeypatch.setattr(recorder_mod, "write_all", real_write_all)
+        return out
+
+    monkeypatch.setattr(recorder_mod, "seal", seal_then_thread_runs)
+    try:
+        a.statement("DROP TABLE accounts", None, True, "write", "simple")
+        forwarded = True
+    except RecordingError:
+        forwarded = False
+    monkeypatch.undo()
+    with pytest.raises(RecordingError):
+        a.close()
+    r._stop.set()
+    r._wake.set()
+    r._thread.join()
+    report = Recordings(d).verify()
+    assert report.ok, (forwarded, report.problems)
+    assert not forwarded, "statement() succeeded although the session had just failed"
