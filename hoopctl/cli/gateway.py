@@ -47,10 +47,15 @@ def check(config: Path) -> None:
 @click.option("--config", type=click.Path(path_type=Path), default=DEFAULT_CONFIG, show_default=True)
 def serve(config: Path) -> None:
     """Run the gateway in the foreground (SIGTERM drains, SIGHUP reloads policy)."""
+    from hoopctl.audit.recorder import RecordingError
+    from hoopctl.gateway.server import StartError
     from hoopctl.gateway.server import serve as run_server
 
     cfg = _load(config)
-    run_server(cfg)
+    try:
+        run_server(cfg)
+    except (StartError, RecordingError) as exc:
+        raise click.ClickException(f"{config}: {exc}") from None
 
 
 @gateway.command("example-config")

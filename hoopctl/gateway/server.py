@@ -59,6 +59,15 @@ class _Fatal(Exception):
         self.sqlstate = sqlstate
 
 
+class StartError(RuntimeError):
+    """The gateway cannot start (an address in use...): one line for the operator."""
+
+
+def _reason(exc: OSError) -> str:
+    # asyncio words a bind error its own way; the errno's text is the same everywhere.
+    return os.strerror(exc.errno) if exc.errno else str(exc)
+
+
 class Gateway:
     """The running gateway: a listening socket, live sessions, the current config."""
 
@@ -108,18 +117,34 @@ class Gateway:
             self.recorder = Recorder(
                 cfg.recordings_dir, cfg.fsync, cfg.fsync_interval_ms, key=cfg.recordings_key
             )
-        if self._sock is not None:
-            self.server = await asyncio.start_server(self._accept, sock=self._sock)
-        else:
-            self.server = await asyncio.start_server(
-                self._accept, self.config.listen_host, self.config.listen_port, reuse_address=True
-            )
+        try:
+            await self._listen()
+        except StartError:
+            if self._own_recorder and self.recorder is not None:
+                self.recorder.close()  # nothing recorded yet: no journal or lock file left
+                self.recorder = None
+            raise
+        if self.config.access is not None:
+            await self._start_access()
+
+    async def _listen(self) -> None:
+        host, port = self.config.listen_host, self.config.listen_port
+        try:
+            if self._sock is not None:
+                self.server = await asyncio.start_server(self._accept, sock=self._sock)
+            else:
+                self.server = await asyncio.start_server(self._accept, host, port, reuse_address=True)
+        except OSError as exc:
+            raise StartError(f"cannot listen on {host}:{port}: {_reason(exc)}") from None
         log.info("gateway listening on %s", ", ".join(str(s.getsockname()) for s in self.server.sockets))
         if self.config.metrics_listen is not None:
             host, port = self.config.metrics_listen
-            self._metrics = serve_metrics(self, host, port + self.worker_index)
-        if self.config.access is not None:
-            await self._start_access()
+            port += self.worker_index
+            try:
+                self._metrics = serve_metrics(self, host, port)
+            except OSError as exc:
+                self.server.close()
+                raise StartError(f"cannot serve metrics on {host}:{port}: {_reason(exc)}") from None
 
     async def _start_access(self) -> None:
         from hoopctl.access.admin import AdminAPI, serve_admin

@@ -103,3 +103,42 @@ def test_serve_reload_and_drain_as_a_process(gw_db, tmp_path):
             proc.wait()
     with pytest.raises(psycopg.OperationalError):
         _connect(port, token)
+
+
+@pytest.mark.parametrize("taken", ["listen", "metrics"])
+def test_an_address_in_use_is_one_line_and_leaves_nothing_behind(gw_db, tmp_path, taken):
+    import socket
+
+    generate_key(tmp_path / "token.key")
+    secret = tmp_path / "pg.secret"
+    secret.write_text(gw_db.password + "\n")
+    os.chmod(secret, 0o600)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        used = busy.getsockname()[1]
+        port = used if taken == "listen" else free_port()
+        _write_config(tmp_path, port, gw_db, "read")
+        with (tmp_path / "gateway.yaml").open("a") as f:
+            f.write(f"metrics:\n  listen: 127.0.0.1:{used if taken == 'metrics' else free_port()}\n")
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from hoopctl.cli import main; main()",
+                "gateway",
+                "serve",
+                "--config",
+                "gateway.yaml",
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        f"Error: gateway.yaml: cannot {'listen' if taken == 'listen' else 'serve metrics'} "
+        f"on 127.0.0.1:{used}: Address already in use"
+    ]
+    assert not list((tmp_path / "recordings" / "recorders").iterdir())  # no lock file, no journal
