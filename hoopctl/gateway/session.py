@@ -41,6 +41,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from hoopctl.gateway import pgwire as pw
+from hoopctl.gateway.pipeline import (
+    BIND,
+    CLOSE_PORTAL,
+    LOST,
+    SYNC,
+    UNSET,
+    WITHHOLD,
+    Definition,
+    Kind,
+    Pending,
+    Refused,
+    error_message,
+    params_for_record,
+    refusal,
+    rows_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +71,6 @@ WRITE_HIGH = 256 * 1024
 # them only costs itself injected Describes later.
 MAX_DESCRIBED = 256
 
-_UNSET = object()
-_LOST = object()  # rows arrived where no statement expects them
 _D, _T, _C, _E, _Z, _N, _A, _S, _I, _s, _n = (ord(c) for c in "DTCEZNASIsn")
 _Q, _p, _B, _P = ord("Q"), ord("p"), ord("B"), ord("P")
 _G, _1, _2, _3 = ord("G"), ord("1"), ord("2"), ord("3")
@@ -68,92 +82,6 @@ _TEXT_FIELDS = frozenset("MDHWq")
 
 # What the database does with the client's next message (see `Session._mode`).
 _NORMAL, _SKIP, _COPY = 0, 1, 2
-
-
-class _Kind:
-    QUERY = "Q"  # simple Query: ends at ReadyForQuery
-    EXECUTE = "E"  # Execute: ends at CommandComplete/EmptyQuery/PortalSuspended/Error
-    SYNC = "S"  # ends at ReadyForQuery
-    BIND = "B"  # ends at BindComplete
-    PARSE = "P"  # ends at ParseComplete, which applies it
-    CLOSE = "C"  # Close of a statement: ends at CloseComplete, which applies it
-    CLOSE_PORTAL = "c"  # ends at CloseComplete
-    DESCRIBE = "d"  # client's Describe: ends at RowDescription/NoData
-    INJECTED_DESCRIBE = "D"  # ours, so masking knows a portal's columns; answer swallowed
-    REFUSED_QUERY = "R"  # simple-protocol refusal: swap its error, end at ReadyForQuery
-    REFUSED = "r"  # extended-protocol refusal: swap its error
-
-
-class _Pending:
-    """A statement or Describe awaiting its answer."""
-
-    __slots__ = (
-        "kind",
-        "handle",
-        "t0",
-        "rows",
-        "error",
-        "masked",
-        "masker",
-        "portal",
-        "message",
-        "withheld",
-        "hint",
-        "describe",
-    )
-
-    def __init__(
-        self, kind: str, handle: int | None = None, portal: str | None = "", message: bytes = b""
-    ) -> None:
-        self.kind = kind
-        self.handle = handle
-        self.t0 = time.monotonic()
-        self.rows = 0
-        self.error: str | None = None
-        self.masked = 0
-        self.masker: Any = _UNSET  # Describe, Query: the plan for the rows (None: nothing to mask)
-        self.portal = portal
-        self.message = message
-        self.withheld = ""  # why rows were dropped (a covered binary column, COPY out under masking)
-        self.hint = ""
-        self.describe: _Pending | None = None  # Execute: the Describe whose answer plans its rows
-
-
-class _Definition:
-    """A Parse or a Close of a statement, applied when the database answers it."""
-
-    __slots__ = ("kind", "name", "sql", "classes")
-
-    def __init__(self, kind: str, name: str, sql: str | None, classes: frozenset[str]) -> None:
-        self.kind = kind
-        self.name = name
-        self.sql = sql  # None for a Close
-        self.classes = classes
-
-
-class _Marker:
-    """An answer with nothing to carry: shared, and nothing can be written onto it."""
-
-    __slots__ = ("kind",)
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-
-
-_SYNC = _Marker(_Kind.SYNC)
-_BIND = _Marker(_Kind.BIND)
-_CLOSE_PORTAL = _Marker(_Kind.CLOSE_PORTAL)
-
-
-class _Withhold:
-    """The plan for rows whose columns the gateway does not know: none of them goes out."""
-
-    __slots__ = ()
-    refuse = True
-    reason = "the gateway could not tell which columns these rows have"
-
-
-_WITHHOLD = _Withhold()
 
 
 @dataclass(frozen=True)
@@ -184,10 +112,6 @@ class _Hold(Exception):
     def __init__(self, sql: str, role: str) -> None:
         super().__init__(sql)
         self.sql, self.role = sql, role
-
-
-def _refusal(message: str, hint: str = "") -> bytes:
-    return pw.ErrorResponse.make("42501", message, hint=hint).encode()
 
 
 class _ClientSide(asyncio.Protocol):
@@ -258,7 +182,7 @@ class Session:
         self._take_masking()
         self._copy_out = False  # COPY TO STDOUT data being withheld (masking)
         self._policy_getter = ctx.policy
-        self._pending: deque[Any] = deque()  # _Pending, _Definition, _Marker
+        self._pending: deque[Any] = deque()  # Pending, Definition, Marker
         self._mode = _NORMAL  # _SKIP: the database discards up to the next Sync; _COPY: it reads COPY data
         # Prepared statement name -> SQL (protocol level): what the database has (answered) and
         # what it will have once the Parses and Closes on their way are answered.
@@ -267,12 +191,12 @@ class Session:
         self._definitions = 0  # Parses and Closes of statements on their way
         self._defined_since_sync: set[str] = set()
         self._portals: dict[str, tuple[str, pw.Bind]] = {}  # portal -> (SQL, its Bind)
-        self._described: dict[str, _Pending] = {}  # portal -> the latest Describe of it
-        self._access_note: Any = _UNSET  # _sync_access() within one batch of client messages
+        self._described: dict[str, Pending] = {}  # portal -> the latest Describe of it
+        self._access_note: Any = UNSET  # _sync_access() within one batch of client messages
         self._ubuf = bytearray()
         self._cbuf = bytearray()  # client bytes not handled yet: an incomplete message, or held
         self._cneed = 0  # how many bytes _cbuf must hold before its first message is complete
-        self._ended: list[_Pending] = []  # finished statements whose result is not recorded yet
+        self._ended: list[Pending] = []  # finished statements whose result is not recorded yet
         self.stalled = False
         self.held = False  # client input waits while a statement is held for approval
         self.masked_values = 0  # for the metrics
@@ -329,7 +253,7 @@ class Session:
             buf = data
         out: list[bytes] = []
         used = 0
-        self._access_note = _UNSET
+        self._access_note = UNSET
         try:
             frames, used = pw.split_frames(buf, self.ctx.max_message_size)
             for tag, start, end in frames:
@@ -386,7 +310,7 @@ class Session:
         elif tag == _S:
             if end - start != 5:
                 raise pw.ProtocolError("Sync: trailing bytes")
-            self._pending.append(_SYNC)
+            self._pending.append(SYNC)
             if self._defined_since_sync:
                 self._defined_since_sync.clear()
             out.append(b"S\0\0\0\4")
@@ -451,14 +375,14 @@ class Session:
 
     def _close(self, msg: pw.Close, raw: bytes, out: list[bytes]) -> None:
         if msg.kind == "S":
-            self._pending.append(_Definition(_Kind.CLOSE, msg.name, None, frozenset()))
+            self._pending.append(Definition(Kind.CLOSE, msg.name, None, frozenset()))
             self._definitions += 1
             self._defined_since_sync.add(msg.name)
             self._statements.pop(msg.name, None)
         else:
             self._portals.pop(msg.name, None)
             self._described.pop(msg.name, None)
-            self._pending.append(_CLOSE_PORTAL)
+            self._pending.append(CLOSE_PORTAL)
         out.append(raw)
 
     def _forget_portals(self) -> None:
@@ -469,7 +393,7 @@ class Session:
             self._portals.clear()
 
     def _describe(self, portal: bool, name: str, raw: bytes, out: list[bytes]) -> None:
-        entry = _Pending(_Kind.DESCRIBE, portal=name if portal else None)
+        entry = Pending(Kind.DESCRIBE, portal=name if portal else None)
         if portal:
             described = self._described
             if len(described) >= MAX_DESCRIBED:
@@ -484,7 +408,7 @@ class Session:
         Nothing changes them within one batch of client messages (one event-loop callback), so a
         Bind and its Execute share one look-up."""
         note = self._access_note
-        if note is _UNSET:
+        if note is UNSET:
             note = self._access_note = self._check_access()
         return note
 
@@ -581,7 +505,7 @@ class Session:
             return check(sql)
         except Exception as exc:  # fail closed on a policy bug
             log.exception("policy check failed")
-            return _Refused(f"the gateway could not judge this statement ({type(exc).__name__})")
+            return Refused(f"the gateway could not judge this statement ({type(exc).__name__})")
 
     def _query(self, sql: str, raw: bytes, out: list[bytes]) -> None:
         self._forget_portals()
@@ -598,17 +522,17 @@ class Session:
             self._refuse_simple("the gateway cannot record this statement, so it is not run", out, "58030")
             return
         self.executed += 1
-        self._pending.append(_Pending(_Kind.QUERY, h))
+        self._pending.append(Pending(Kind.QUERY, h))
         out.append(raw)
 
     def _refuse_simple(self, message: str, out: list[bytes], code: str = "42501") -> None:
         err = pw.ErrorResponse.make(code, message).encode()
-        self._pending.append(_Pending(_Kind.REFUSED_QUERY, message=err))
+        self._pending.append(Pending(Kind.REFUSED_QUERY, message=err))
         out.append(FAIL_QUERY)
 
     def _refuse_extended(self, message: str, out: list[bytes], code: str = "42501") -> None:
         err = pw.ErrorResponse.make(code, message).encode()
-        self._pending.append(_Pending(_Kind.REFUSED, message=err))
+        self._pending.append(Pending(Kind.REFUSED, message=err))
         out.append(FAIL_EXTENDED)
 
     def _parse(self, msg: pw.Parse, raw: bytes, out: list[bytes]) -> None:
@@ -628,7 +552,7 @@ class Session:
             self._refuse_extended(problem, out)
             return
         self.policy.stage_statement(msg.name, classes)
-        self._pending.append(_Definition(_Kind.PARSE, msg.name, msg.sql, classes))
+        self._pending.append(Definition(Kind.PARSE, msg.name, msg.sql, classes))
         self._definitions += 1
         self._defined_since_sync.add(msg.name)
         self._statements[msg.name] = msg.sql
@@ -636,7 +560,7 @@ class Session:
 
     def _judge_parse(self, sql: str) -> tuple[Any, frozenset[str]]:
         judged = self._verdict(self.policy.judge_parse, sql)
-        return (judged, frozenset()) if type(judged) is _Refused else judged
+        return (judged, frozenset()) if type(judged) is Refused else judged
 
     def _bind(self, msg: pw.Bind, raw: bytes, out: list[bytes]) -> None:
         self._described.pop(msg.portal, None)
@@ -653,7 +577,7 @@ class Session:
             self._refuse_extended(verdict.message, out)
             return
         self._portals[msg.portal] = (self._statement_text(msg.statement), msg)
-        self._pending.append(_BIND)
+        self._pending.append(BIND)
         out.append(raw)
 
     def _statement_text(self, name: str) -> str:
@@ -667,7 +591,7 @@ class Session:
         """A Parse or Close of `name` sent before the last Sync is not answered yet: if its
         pipeline fails, the database keeps what it had, so the record names each possibility."""
         texts = [self._confirmed.get(name)]
-        texts += [item.sql for item in self._pending if type(item) is _Definition and item.name == name]
+        texts += [item.sql for item in self._pending if type(item) is Definition and item.name == name]
         if len(texts) == 1:
             sql = texts[0]
             return f"-- prepared statement {name!r}" if sql is None else sql
@@ -684,7 +608,7 @@ class Session:
             self._record(sql, None, False, "credential", "extended")
             self._refuse_extended(problem, out)
             return
-        params = _params_for_record(bind, self.masking, self.ctx.resource) if bind and bind.params else None
+        params = params_for_record(bind, self.masking, self.ctx.resource) if bind and bind.params else None
         h = self._record(sql, params, True, None, "extended")
         if h is None:
             self._refuse_extended("the gateway cannot record this statement, so it is not run", out, "58030")
@@ -700,11 +624,11 @@ class Session:
                 described[name] = source
         if source is None and self.masking is not None:
             # Without a RowDescription the DataRows could not be masked: ask for one.
-            source = _Pending(_Kind.INJECTED_DESCRIBE, portal=name)
+            source = Pending(Kind.INJECTED_DESCRIBE, portal=name)
             out.append(pw.Describe("P", name).encode())
             self._pending.append(source)
             described[name] = source
-        entry = _Pending(_Kind.EXECUTE, h, portal=name)
+        entry = Pending(Kind.EXECUTE, h, portal=name)
         entry.describe = source
         self._pending.append(entry)
         out.append(raw)
@@ -746,12 +670,12 @@ class Session:
         mark = 0  # start of the run of frames forwarded untouched
         pending = self._pending
         view = memoryview(buf)
-        masker: Any = _UNSET
+        masker: Any = UNSET
         for tag, start, end in frames:
             if tag == _D:
-                if masker is _UNSET:
+                if masker is UNSET:
                     masker = self._current_masker()
-                    if masker is _LOST:
+                    if masker is LOST:
                         self._lost("a data row")
                         return used
                 if masker is None:
@@ -767,7 +691,7 @@ class Session:
                 continue
             replace: bytes | None = None
             if tag == _2:  # BindComplete
-                if not pending or pending[0] is not _BIND:
+                if not pending or pending[0] is not BIND:
                     self._lost("BindComplete")
                     return used
                 pending.popleft()
@@ -775,29 +699,29 @@ class Session:
             if tag in (_C, _I, _s):
                 head = pending[0] if pending else None
                 kind = head.kind if head is not None else None
-                if kind is not _Kind.EXECUTE and kind is not _Kind.QUERY:
+                if kind is not Kind.EXECUTE and kind is not Kind.QUERY:
                     self._lost("a command's completion")
                     return used
                 if tag == _C:
-                    head.rows += _rows(view[start + 5 : end - 1])
+                    head.rows += rows_of(view[start + 5 : end - 1])
                 if head.withheld:
                     head.error = head.withheld
-                    replace = _refusal(head.withheld, head.hint)
+                    replace = refusal(head.withheld, head.hint)
                     head.withheld = ""
                 self._copy_out = False
-                if kind is _Kind.EXECUTE:
+                if kind is Kind.EXECUTE:
                     pending.popleft()
                     self._finish(head)
-                masker = _UNSET
+                masker = UNSET
             elif tag == _Z:
                 self.status = chr(buf[start + 5])
-                masker = _UNSET
+                masker = UNSET
                 if not self._ready():
                     return used
             elif tag in (_T, _n):
                 head = pending[0] if pending else None
                 kind = head.kind if head is not None else None
-                if kind is _Kind.DESCRIBE or kind is _Kind.INJECTED_DESCRIBE:
+                if kind is Kind.DESCRIBE or kind is Kind.INJECTED_DESCRIBE:
                     if tag == _n:
                         head.masker = None
                     elif head.portal is not None and self._row_description(head, view[start:end]):
@@ -805,9 +729,9 @@ class Session:
                         self._flush(pieces)
                         return start  # stalled: the catalog is asked first
                     pending.popleft()
-                    if kind is _Kind.INJECTED_DESCRIBE:
+                    if kind is Kind.INJECTED_DESCRIBE:
                         replace = b""
-                elif kind is _Kind.QUERY and tag == _T:
+                elif kind is Kind.QUERY and tag == _T:
                     if self._row_description(head, view[start:end]):
                         pieces.append(view[mark:start])
                         self._flush(pieces)
@@ -815,13 +739,13 @@ class Session:
                 else:
                     self._lost("a row description")
                     return used
-                masker = _UNSET
+                masker = UNSET
             elif tag == _E:
                 self._copy_out = False
                 replace = self._error(bytes(view[start:end]))
                 if replace is None and self._masks_text:
                     replace = self._masked_text_message(tag, view[start:end])
-                masker = _UNSET
+                masker = UNSET
             elif tag in (_N, _A):  # NoticeResponse, NotificationResponse
                 if self._masks_text:
                     replace = self._masked_text_message(tag, view[start:end])
@@ -856,7 +780,7 @@ class Session:
         of it goes out and the statement ends in an error (the database still ran it)."""
         pending = self._pending
         head = pending[0] if pending else None
-        if head is None or (head.kind is not _Kind.EXECUTE and head.kind is not _Kind.QUERY):
+        if head is None or (head.kind is not Kind.EXECUTE and head.kind is not Kind.QUERY):
             self._lost("a COPY response")
             return False
         head.withheld = "COPY TO STDOUT is not masked, so its rows are withheld"
@@ -896,20 +820,20 @@ class Session:
         self.fatal("08P01", f"the gateway lost track of the database's answers ({what})")
 
     def _current_masker(self) -> Any:
-        """The masking plan for DataRows arriving now: None, a plan, _WITHHOLD, or _LOST."""
+        """The masking plan for DataRows arriving now: None, a plan, WITHHOLD, or LOST."""
         pending = self._pending
         head = pending[0] if pending else None
         kind = head.kind if head is not None else None
-        if kind is _Kind.EXECUTE:
+        if kind is Kind.EXECUTE:
             source = head.describe
-            masker = source.masker if source is not None else _UNSET
-        elif kind is _Kind.QUERY:
+            masker = source.masker if source is not None else UNSET
+        elif kind is Kind.QUERY:
             masker = head.masker
         else:
-            return _LOST
+            return LOST
         if self.masking is None:
             return None
-        return _WITHHOLD if masker is _UNSET else masker
+        return WITHHOLD if masker is UNSET else masker
 
     def _mask_row(self, masker: Any, payload: memoryview) -> bytes | None:
         values = pw.decode_data_row(payload)
@@ -919,7 +843,7 @@ class Session:
         self._pending[0].masked += count
         return pw.encode_data_row(new)
 
-    def _row_description(self, head: _Pending, frame: memoryview) -> bool:
+    def _row_description(self, head: Pending, frame: memoryview) -> bool:
         """Plans masking for the coming rows; True if the catalog must be asked first (stall)."""
         if self.masking is None:
             return False
@@ -951,17 +875,17 @@ class Session:
         pending = self._pending
         head = pending[0] if pending else None
         kind = head.kind if head is not None else None
-        if kind is _Kind.CLOSE_PORTAL and tag == _3:
+        if kind is Kind.CLOSE_PORTAL and tag == _3:
             pending.popleft()
             return True
-        if kind is not (_Kind.PARSE if tag == _1 else _Kind.CLOSE):
+        if kind is not (Kind.PARSE if tag == _1 else Kind.CLOSE):
             self._lost("ParseComplete" if tag == _1 else "CloseComplete")
             return False
         pending.popleft()
         self._definitions -= 1
         name = head.name
         later = self._later_classes(name)  # Parses of the same name still on their way
-        if kind is _Kind.PARSE:
+        if kind is Kind.PARSE:
             self._confirmed[name] = head.sql
             self.policy.confirm_statement(name, head.classes if later is None else head.classes | later)
         else:
@@ -977,7 +901,7 @@ class Session:
             return None
         found: frozenset[str] | None = None
         for item in self._pending:
-            if type(item) is _Definition and item.kind is _Kind.PARSE and item.name == name:
+            if type(item) is Definition and item.kind is Kind.PARSE and item.name == name:
                 found = item.classes if found is None else found | item.classes
         return found
 
@@ -986,13 +910,13 @@ class Session:
         pending = self._pending
         head = pending[0] if pending else None
         kind = head.kind if head is not None else None
-        if kind is not _Kind.QUERY and kind is not _Kind.EXECUTE:
+        if kind is not Kind.QUERY and kind is not Kind.EXECUTE:
             self._lost("CopyInResponse")
             return False
         # Syncs sent after the COPY statement (libpq sends one with its Execute) reach the
         # database in COPY mode, which ignores them: no answer will come for them.
         while len(pending) > 1:
-            if pending[1] is not _SYNC:
+            if pending[1] is not SYNC:
                 self.fatal(
                     "08P01", "protocol violation: a message other than COPY data during COPY FROM STDIN"
                 )
@@ -1010,26 +934,26 @@ class Session:
             return None
         head = pending[0]
         kind = head.kind
-        if kind is _Kind.SYNC:  # the commit at Sync failed; ReadyForQuery follows
+        if kind is Kind.SYNC:  # the commit at Sync failed; ReadyForQuery follows
             return None
-        message = _error_message(raw)
-        if kind is _Kind.QUERY or kind is _Kind.REFUSED_QUERY:
+        message = error_message(raw)
+        if kind is Kind.QUERY or kind is Kind.REFUSED_QUERY:
             head.error = message
-            return head.message if kind is _Kind.REFUSED_QUERY else None
+            return head.message if kind is Kind.REFUSED_QUERY else None
         # Extended protocol: the database now discards every message up to the next Sync,
         # simple Queries included.
-        replacement = head.message if kind is _Kind.REFUSED else None
+        replacement = head.message if kind is Kind.REFUSED else None
         redefined: set[str] = set()
-        while pending and pending[0] is not _SYNC:
+        while pending and pending[0] is not SYNC:
             item = pending.popleft()
             kind = item.kind
-            if kind is _Kind.EXECUTE or kind is _Kind.QUERY:
+            if kind is Kind.EXECUTE or kind is Kind.QUERY:
                 item.error = message if item is head else "not run: an earlier message in the pipeline failed"
                 self._finish(item)
-            elif kind is _Kind.PARSE or kind is _Kind.CLOSE:
+            elif kind is Kind.PARSE or kind is Kind.CLOSE:
                 self._definitions -= 1
                 redefined.add(item.name)
-            elif kind is _Kind.DESCRIBE or kind is _Kind.INJECTED_DESCRIBE:
+            elif kind is Kind.DESCRIBE or kind is Kind.INJECTED_DESCRIBE:
                 self._forget_describe(item)
         if not pending:
             self._mode = _SKIP  # until the client's next Sync
@@ -1037,7 +961,7 @@ class Session:
             self._undo_definitions(name)
         return replacement
 
-    def _forget_describe(self, item: _Pending) -> None:
+    def _forget_describe(self, item: Pending) -> None:
         """A failed or skipped Describe tells nothing: the next Execute of its portal asks again."""
         if item.portal is not None and self._described.get(item.portal) is item:
             del self._described[item.portal]
@@ -1047,7 +971,7 @@ class Session:
         ones still on their way will make it."""
         sql = self._confirmed.get(name)
         for item in self._pending:
-            if type(item) is _Definition and item.name == name:
+            if type(item) is Definition and item.name == name:
                 sql = item.sql
         if sql is None:
             self._statements.pop(name, None)
@@ -1064,9 +988,9 @@ class Session:
             return True
         head = pending[0]
         kind = head.kind
-        if kind is _Kind.SYNC or kind is _Kind.REFUSED_QUERY:
+        if kind is Kind.SYNC or kind is Kind.REFUSED_QUERY:
             pending.popleft()
-        elif kind is _Kind.QUERY:
+        elif kind is Kind.QUERY:
             pending.popleft()
             self._finish(head)
         else:
@@ -1074,7 +998,7 @@ class Session:
             return False
         return True
 
-    def _finish(self, item: _Pending) -> None:
+    def _finish(self, item: Pending) -> None:
         self.masked_values += item.masked
         if item.handle is not None:
             item.t0 = (time.monotonic() - item.t0) * 1000.0  # now the duration in ms
@@ -1126,7 +1050,7 @@ class Session:
                 pass
         self._ended = []
         for item in self._pending:
-            if item.kind in (_Kind.EXECUTE, _Kind.QUERY) and item.handle is not None:
+            if item.kind in (Kind.EXECUTE, Kind.QUERY) and item.handle is not None:
                 item.error = item.error or f"session ended: {reason}"
                 try:
                     self.recording.result(
@@ -1142,51 +1066,3 @@ class Session:
         self.on_close(self)
         if not self.done.done():
             self.done.set_result(None)
-
-
-@dataclass(frozen=True)
-class _Refused:
-    message: str
-    allowed: bool = False
-    rule: str = "gateway-error"
-    classes: frozenset = frozenset()
-
-
-def _rows(tag: memoryview) -> int:
-    """Row count at the end of a CommandComplete tag (without its NUL)."""
-    raw = bytes(tag)
-    last = raw.rpartition(b" ")[2]
-    return int(last) if last.isdigit() else 0
-
-
-def _error_message(raw: bytes) -> str:
-    try:
-        err = pw.decode_backend(b"E", raw[5:])
-    except pw.ProtocolError:
-        return "error"
-    return f"{err.sqlstate}: {err.message}"
-
-
-def _params_for_record(bind: pw.Bind, masking: Any, resource: str) -> list[str | None]:
-    """Bind parameters for the recording, content rules applied: text as text, binary ones (and
-    non-UTF-8) as \\x hex, masked before they become hex (a binary text parameter holds the
-    same characters as a text one)."""
-    values: list[str | bytes | None] = []
-    binary = False
-    for i, p in enumerate(bind.params):
-        if p is None:
-            values.append(None)
-            continue
-        if bind.param_format(i) == 0:
-            try:
-                values.append(p.decode())
-                continue
-            except UnicodeDecodeError:
-                pass
-        values.append(bytes(p))
-        binary = True
-    if masking is not None:
-        values = masking.mask_params(resource, values)
-    if binary:
-        return ["\\x" + v.hex() if type(v) is bytes else v for v in values]
-    return values  # type: ignore[return-value]

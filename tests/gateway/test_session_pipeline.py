@@ -209,12 +209,12 @@ def test_a_sync_sent_during_copy_from_stdin_expects_no_answer(gateway, gw_db):
 
 
 def test_syncs_share_no_state_across_sessions():
-    from hoopctl.gateway.session import _SYNC
+    from hoopctl.gateway.pipeline import SYNC
 
     with pytest.raises(AttributeError):
-        _SYNC.withheld = "a masked column is in binary format"
+        SYNC.withheld = "a masked column is in binary format"
     with pytest.raises(AttributeError):
-        _SYNC.masker = object()
+        SYNC.masker = object()
 
 
 # ---------------------------------------------------------------- revocation
