@@ -329,6 +329,8 @@ class Recordings:
                 problems.append(ledger.problem)
             problems.extend(ledger.problems)
             warnings.extend(ledger.warnings)
+            if sid is None:
+                warnings.extend(_journals_left(dfd))
             files = set(self._ids(sdfd))
             sids = sorted(files | set(ledger.opens)) if sid is None else [sid]
             unregistered: dict[str, ChainRead | None] = {}
@@ -592,3 +594,30 @@ def format_ts(ts: float | None) -> str:
     if ts is None:
         return "-"
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+
+
+def _journals_left(dfd: int) -> list[Problem]:
+    """Journals of recorders that stopped without cleaning up (a crash, a failed close).
+    Not damage: the next recorder to start restores from them what a session file may
+    lack after a power cut, then removes them."""
+    try:
+        rdfd = layout.open_dir(layout.RECORDERS, dir_fd=dfd)
+    except OSError:
+        return []
+    try:
+        stopped = {
+            rid
+            for rid, _, rest in (name.partition(".") for name in os.listdir(rdfd))
+            if rest in ("0.wal", "1.wal") and is_id(rid) and not layout.recorder_alive(rdfd, rid)
+        }
+    finally:
+        os.close(rdfd)
+    return [
+        Problem(
+            f"{layout.RECORDERS}/{layout.journal_files(rid)[0]}",
+            None,
+            None,
+            "journal of a stopped recorder: start the gateway (or any recorder) to restore and remove it",
+        )
+        for rid in sorted(stopped)
+    ]

@@ -416,3 +416,16 @@ def test_a_statement_sealed_as_the_session_fails_is_refused(tmp_path, monkeypatc
     report = Recordings(d).verify()
     assert report.ok, (forwarded, report.problems)
     assert not forwarded, "statement() succeeded although the session had just failed"
+
+
+def test_verify_warns_of_a_journal_waiting_for_recovery(tmp_path: Path) -> None:
+    d = tmp_path / "r"
+    with Recorder(d) as live:  # a live recorder's own journal is no concern
+        assert list((d / "recorders").glob(f"{live.id}.*.wal"))
+        assert not [w for w in Recordings(d).verify().warnings if "journal" in w.reason]
+    _, rid = _crash(d)
+    report = Recordings(d).verify()
+    assert report.ok
+    assert [w.file for w in report.warnings if "journal" in w.reason] == [f"recorders/{rid}.0.wal"]
+    Recorder(d).close()
+    assert not [w for w in Recordings(d).verify().warnings if "journal" in w.reason]
