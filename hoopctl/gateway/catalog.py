@@ -51,6 +51,7 @@ class Catalog:
         self._down_until = 0.0
         self._backoff = FIRST_BACKOFF_S
         self._expires = time.monotonic() + CACHE_TTL_S
+        self._generation = 0  # bumped by forget(): a lookup begun before it is dropped
 
     def known(self, oids: Iterable[int]) -> bool:
         names = self._names
@@ -63,6 +64,7 @@ class Catalog:
         """Drop every cached name (the caller drops the masking plans made from them).
         All at once: one lookup a minute per table in use, and no entry outlives a
         rename by more than that."""
+        self._generation += 1
         self._names = {0: None}
         self._columns = {}
         self._expires = time.monotonic() + CACHE_TTL_S
@@ -86,6 +88,7 @@ class Catalog:
             missing = sorted({int(o) for o in oids if o not in self._names})
             if not missing or not self.available():
                 return
+            generation = self._generation
             try:
                 oid_list = ",".join(str(o) for o in missing)  # integers only
                 rows = await self._query(_LOOKUP.format(oids=oid_list))
@@ -102,6 +105,8 @@ class Catalog:
                 self._backoff = min(self._backoff * 2, MAX_BACKOFF_S)
                 return
             self._backoff = FIRST_BACKOFF_S
+            if generation != self._generation:
+                return  # forgotten meanwhile: these names may predate a rename
             for oid in missing:
                 self._names[oid] = None
             for oid, name in rows:

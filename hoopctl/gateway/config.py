@@ -95,6 +95,7 @@ def load_config(path: Path | str) -> GatewayConfig:
     listen_host, listen_port = _listen(root)
     metrics = root.section("metrics")
     metrics.check_keys({"listen"})
+    metrics_listen = _listen(metrics) if metrics.data else None
     recordings = root.section("recordings")
     recordings.check_keys({"dir", "fsync", "fsync_interval_ms", "key_file"})
     limits = root.section("limits")
@@ -115,7 +116,7 @@ def load_config(path: Path | str) -> GatewayConfig:
         fsync_interval_ms=recordings.int("fsync_interval_ms", 5, lo=1, hi=10_000),
         recordings_key=_recordings_key(recordings, path.parent),
         max_message_size=limits.int("max_message_size", 16 * 1024 * 1024, lo=1024, hi=1 << 30),
-        workers=limits.int("workers", 1, lo=1, hi=64),
+        workers=_workers(limits, metrics, metrics_listen),
         resources=resources,
         policy=_policy(root),
         masking=_masking(
@@ -127,9 +128,16 @@ def load_config(path: Path | str) -> GatewayConfig:
         binary_masked_columns=binary,
         access=_access(root.section("access"), base=path.parent),
         oidc=_oidc(root),
-        metrics_listen=_listen(metrics) if metrics.data else None,
+        metrics_listen=metrics_listen,
         source=path,
     )
+
+
+def _workers(limits: Section, metrics: Section, metrics_listen: tuple[str, int] | None) -> int:
+    workers = limits.int("workers", 1, lo=1, hi=64)
+    if metrics_listen is not None and metrics_listen[1] + workers - 1 > 65535:
+        metrics.fail(f"worker {workers - 1} would serve on port {metrics_listen[1] + workers - 1}", "listen")
+    return workers
 
 
 def _relative(value: Path | None, base: Path) -> Path:

@@ -12,6 +12,7 @@ With ``limits.workers`` > 1 each worker serves its own numbers on the next port
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,6 +32,9 @@ class Stats:
     statements: Counter = field(default_factory=Counter)  # (resource, verdict) -> ended sessions' count
     masked: Counter = field(default_factory=Counter)  # resource -> ended sessions' masked values
     refused_logins: Counter = field(default_factory=Counter)  # SQLSTATE -> logins refused
+    # Held while a session moves from the live set into these counts, and while a
+    # scrape copies both: a session ending mid-scrape is counted once, not twice.
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def session_ended(self, session: Any) -> None:
         resource = session.ctx.resource
@@ -56,7 +60,11 @@ class GatewayCollector:
     def collect(self) -> Iterator[Metric]:
         gw = self.gateway
         stats: Stats = gw.stats
-        live = list(gw.sessions)
+        with stats.lock:
+            live = list(gw.sessions)
+            counts = Counter(dict(stats.statements))
+            masked_counts = Counter(dict(stats.masked))
+            opened_counts = dict(stats.sessions)
         resources = sorted(set(gw.config.resources) | {s.ctx.resource for s in live})
 
         active = GaugeMetricFamily("hoopctl_gateway_sessions", "Sessions open now", labels=["resource"])
@@ -76,9 +84,6 @@ class GatewayCollector:
         masked = CounterMetricFamily(
             "hoopctl_gateway_masked_values", "Values masked in results", labels=["resource"]
         )
-        counts = Counter(dict(stats.statements))
-        masked_counts = Counter(dict(stats.masked))
-        opened_counts = dict(stats.sessions)
         for s in live:
             allowed, refused = _statements(s)
             counts[(s.ctx.resource, "allowed")] += allowed

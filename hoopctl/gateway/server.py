@@ -256,13 +256,15 @@ class Gateway:
         if self.broker is not None:
             self.broker.stop()
             self.broker = None
-        if self.recorder is not None and self._own_recorder:
-            self.recorder.close()
-            self.recorder = None
-        if self._metrics is not None:
-            self._metrics.shutdown()
-            self._metrics.server_close()
-            self._metrics = None
+        try:
+            if self.recorder is not None and self._own_recorder:
+                self.recorder.close()
+                self.recorder = None
+        finally:
+            if self._metrics is not None:
+                self._metrics.shutdown()
+                self._metrics.server_close()
+                self._metrics = None
 
     # ------------------------------------------------------------ policy/masking plumbing
 
@@ -465,9 +467,10 @@ class Gateway:
         )
 
         def closed(s: Session) -> None:
-            if s in self.sessions:
-                self.sessions.discard(s)
-                self.stats.session_ended(s)
+            with self.stats.lock:
+                if s in self.sessions:
+                    self.sessions.discard(s)
+                    self.stats.session_ended(s)
             self._cancel_keys.pop(pid, None)
 
         session = Session(ctx, parser, writer.transport, upstream.writer.transport, closed)
@@ -653,6 +656,7 @@ def serve(config: GatewayConfig | str | Path, *, drain_timeout: float = 30.0) ->
         _install_uvloop()
         asyncio.run(_run(config, reload_config, drain_timeout))
         return
+    _check_addresses(config, workers)
     children = []
     for index in range(workers):
         pid = os.fork()
@@ -662,6 +666,9 @@ def serve(config: GatewayConfig | str | Path, *, drain_timeout: float = 30.0) ->
                 _install_uvloop()
                 sock = reuse_port_socket(config.listen_host, config.listen_port)
                 asyncio.run(_run(config, reload_config, drain_timeout, sock, index))
+            except StartError as exc:
+                log.error("worker %d cannot start: %s", index, exc)
+                code = 1
             except BaseException:
                 log.exception("worker failed")
                 code = 1
@@ -678,10 +685,41 @@ def serve(config: GatewayConfig | str | Path, *, drain_timeout: float = 30.0) ->
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, forward)
-    for child in children:
-        while True:
-            try:
-                os.waitpid(child, 0)
-                break
-            except InterruptedError:
-                continue
+    failed = []
+    running = set(children)
+    while running:
+        try:
+            pid, status = os.wait()
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            break
+        running.discard(pid)
+        if os.waitstatus_to_exitcode(status) != 0 and not failed:
+            failed.append(pid)
+            forward(signal.SIGTERM, None)  # one worker down: stop the others, say so
+    if failed:
+        raise StartError(f"a worker (pid {failed[0]}) failed; the others were stopped (see the log)")
+
+
+def _check_addresses(config: GatewayConfig, workers: int) -> None:
+    """Bind what the workers will bind, once, before forking: an address in use is one
+    line from the parent, not a traceback from each worker."""
+    try:
+        reuse_port_socket(config.listen_host, config.listen_port).close()
+    except OSError as exc:
+        raise StartError(
+            f"cannot listen on {config.listen_host}:{config.listen_port}: {_reason(exc)}"
+        ) from None
+    if config.metrics_listen is not None:
+        host, port = config.metrics_listen
+        for index in range(workers):
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((host, port + index))
+                except OSError as exc:
+                    raise StartError(
+                        f"cannot serve metrics on {host}:{port + index}: {_reason(exc)}"
+                    ) from None

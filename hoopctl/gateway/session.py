@@ -534,6 +534,9 @@ class Session:
         err = pw.ErrorResponse.make(code, message).encode()
         self._pending.append(Pending(Kind.REFUSED, message=err))
         out.append(FAIL_EXTENDED)
+        # The database will skip to the next Sync after that failure: so does the gateway
+        # now, rather than judge and record the rest of the pipeline as if it would run.
+        self._mode = _SKIP
 
     def _parse(self, msg: pw.Parse, raw: bytes, out: list[bytes]) -> None:
         # A refused Parse never reaches the database: what the name runs stays as it was.
@@ -1052,9 +1055,10 @@ class Session:
         for item in self._pending:
             if item.kind in (Kind.EXECUTE, Kind.QUERY) and item.handle is not None:
                 item.error = item.error or f"session ended: {reason}"
+                self.masked_values += item.masked  # rows the client got before the end
                 try:
                     self.recording.result(
-                        item.handle, (time.monotonic() - item.t0) * 1000.0, item.rows, item.error
+                        item.handle, (time.monotonic() - item.t0) * 1000.0, item.rows, item.error, item.masked
                     )
                 except Exception:  # noqa: S110 - recording closes below
                     pass

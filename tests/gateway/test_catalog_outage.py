@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import replace
 
@@ -9,6 +10,7 @@ import psycopg
 import pytest
 
 from hoopctl.access.tokens import TokenAuthority, load_key
+from hoopctl.gateway.catalog import Catalog
 from hoopctl.gateway.masking import MaskingRules
 from hoopctl.gateway.upstream import UpstreamError
 from tests.gateway.conftest import DBNAME, _run_gateway, _stop
@@ -78,3 +80,40 @@ def test_a_table_renamed_to_a_protected_name_is_masked_once_the_cache_expires(fi
         gw_db.psql("ALTER TABLE staging RENAME TO customers_renamed", DBNAME)
         gateway.gateway._catalogs[DBNAME]._expires = 0.0  # the minute is over
         assert conn.execute("SELECT note FROM customers_renamed").fetchone() != ("call me at 555 0100",)
+
+
+def test_names_looked_up_before_a_forget_are_not_kept_after_it(base_config, gw_db):
+    gw_db.psql("DROP TABLE IF EXISTS plain_t, secret_t; CREATE TABLE plain_t (email text)", DBNAME)
+
+    async def scenario():
+        cat = Catalog(base_config.resources[DBNAME])
+        rows = await cat._query("SELECT 'plain_t'::regclass::oid::int8, 'x'")
+        table = int(rows[0][0])
+        looked_up = asyncio.Event()
+        go_on = asyncio.Event()
+        real = cat._query
+
+        async def slow_query(sql):
+            out = await real(sql)
+            looked_up.set()
+            await go_on.wait()  # the reply is on its way back (network latency)
+            return out
+
+        cat._query = slow_query
+        task = asyncio.ensure_future(cat.resolve([table]))
+        await looked_up.wait()
+        # Meanwhile: the table is renamed and the minute ends (another session's plan() forgets).
+        cat._query = real
+        await cat._query("ALTER TABLE plain_t RENAME TO secret_t")
+        cat.forget()
+        go_on.set()
+        await task
+        name = cat.name(table)
+        cat.close()
+        return name, cat.stale()
+
+    name, stale = asyncio.run(scenario())
+    gw_db.psql("DROP TABLE IF EXISTS plain_t, secret_t", DBNAME)
+    assert name != "public.plain_t", (
+        f"after forget() the catalog still says {name!r} (stale={stale}) for a minute"
+    )

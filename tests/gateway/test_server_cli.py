@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -107,8 +108,6 @@ def test_serve_reload_and_drain_as_a_process(gw_db, tmp_path):
 
 @pytest.mark.parametrize("taken", ["listen", "metrics"])
 def test_an_address_in_use_is_one_line_and_leaves_nothing_behind(gw_db, tmp_path, taken):
-    import socket
-
     generate_key(tmp_path / "token.key")
     secret = tmp_path / "pg.secret"
     secret.write_text(gw_db.password + "\n")
@@ -142,3 +141,43 @@ def test_an_address_in_use_is_one_line_and_leaves_nothing_behind(gw_db, tmp_path
         f"on 127.0.0.1:{used}: Address already in use"
     ]
     assert not list((tmp_path / "recordings" / "recorders").iterdir())  # no lock file, no journal
+
+
+def test_with_workers_an_address_in_use_is_one_line_from_the_parent(gw_db, tmp_path):
+    generate_key(tmp_path / "token.key")
+    secret = tmp_path / "pg.secret"
+    secret.write_text(gw_db.password + "\n")
+    os.chmod(secret, 0o600)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        used = busy.getsockname()[1]
+        port = free_port()
+        _write_config(tmp_path, port, gw_db, "read")
+        with (tmp_path / "gateway.yaml").open("a") as f:
+            f.write(f"limits:\n  workers: 2\nmetrics:\n  listen: 127.0.0.1:{used}\n")
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from hoopctl.cli import main; main()",
+                "gateway",
+                "serve",
+                "--config",
+                "gateway.yaml",
+            ],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            out, err = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            out, err = proc.communicate(timeout=30)
+            pytest.fail(f"still running (one worker died, the other serves): stderr={err[-600:]!r}")
+    assert proc.returncode == 1, f"rc={proc.returncode} stderr={err[-600:]!r}"
+    assert err.strip().splitlines() == [
+        f"Error: gateway.yaml: cannot serve metrics on 127.0.0.1:{used}: Address already in use"
+    ]
