@@ -13,15 +13,38 @@ from __future__ import annotations
 
 import logging
 import threading
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 log = logging.getLogger(__name__)
+
+# Upper bounds of the statement-duration buckets, in ms (the last bucket is +Inf).
+BUCKETS_MS = (0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+
+class Durations:
+    """A session's statement durations, bucketed as they end (two additions each)."""
+
+    __slots__ = ("counts", "total_ms")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(BUCKETS_MS) + 1)
+        self.total_ms = 0.0
+
+    def add(self, ms: float) -> None:
+        self.counts[bisect_left(BUCKETS_MS, ms)] += 1
+        self.total_ms += ms
+
+    def merge(self, other: Durations) -> None:
+        for i, n in enumerate(other.counts):
+            self.counts[i] += n
+        self.total_ms += other.total_ms
 
 
 @dataclass
@@ -32,6 +55,7 @@ class Stats:
     statements: Counter = field(default_factory=Counter)  # (resource, verdict) -> ended sessions' count
     masked: Counter = field(default_factory=Counter)  # resource -> ended sessions' masked values
     refused_logins: Counter = field(default_factory=Counter)  # SQLSTATE -> logins refused
+    durations: dict = field(default_factory=dict)  # resource -> Durations of ended sessions
     # Held while a session moves from the live set into these counts, and while a
     # scrape copies both: a session ending mid-scrape is counted once, not twice.
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -42,6 +66,7 @@ class Stats:
         self.statements[(resource, "allowed")] += allowed
         self.statements[(resource, "refused")] += refused
         self.masked[resource] += session.masked_values
+        self.durations.setdefault(resource, Durations()).merge(session.durations)
 
 
 def _statements(session: Any) -> tuple[int, int]:
@@ -65,6 +90,9 @@ class GatewayCollector:
             counts = Counter(dict(stats.statements))
             masked_counts = Counter(dict(stats.masked))
             opened_counts = dict(stats.sessions)
+            durations: dict[str, Durations] = {}
+            for r, d in stats.durations.items():
+                durations.setdefault(r, Durations()).merge(d)
         resources = sorted(set(gw.config.resources) | {s.ctx.resource for s in live})
 
         active = GaugeMetricFamily("hoopctl_gateway_sessions", "Sessions open now", labels=["resource"])
@@ -89,6 +117,7 @@ class GatewayCollector:
             counts[(s.ctx.resource, "allowed")] += allowed
             counts[(s.ctx.resource, "refused")] += refused
             masked_counts[s.ctx.resource] += s.masked_values
+            durations.setdefault(s.ctx.resource, Durations()).merge(s.durations)
         for r in resources:
             active.add_metric([r], sum(1 for s in live if s.ctx.resource == r))
             held.add_metric([r], sum(1 for s in live if s.ctx.resource == r and s.held))
@@ -97,6 +126,20 @@ class GatewayCollector:
                 statements.add_metric([r, verdict], counts[(r, verdict)])
             masked.add_metric([r], masked_counts[r])
         yield from (active, held, opened, statements, masked)
+
+        seconds = HistogramMetricFamily(
+            "hoopctl_gateway_statement_seconds",
+            "Time from forwarding a statement to its completion (the database's time included)",
+            labels=["resource"],
+        )
+        for r in resources:
+            d = durations.get(r, Durations())
+            cumulative, buckets = 0, []
+            for bound, n in zip((*BUCKETS_MS, float("inf")), d.counts, strict=True):
+                cumulative += n
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound / 1000), cumulative))
+            seconds.add_metric([r], buckets, sum_value=d.total_ms / 1000)
+        yield seconds
 
         logins = CounterMetricFamily(
             "hoopctl_gateway_logins_refused",

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hoopctl.gateway import pgwire as pw
+from hoopctl.gateway.metrics import Durations
 from hoopctl.gateway.pipeline import (
     BIND,
     CLOSE_PORTAL,
@@ -200,6 +201,7 @@ class Session:
         self.stalled = False
         self.held = False  # client input waits while a statement is held for approval
         self.masked_values = 0  # for the metrics
+        self.durations = Durations()
         # Back-pressure: a peer that cannot take more keeps the other side's reads paused.
         self.client_full = False
         self.up_full = False
@@ -1005,6 +1007,7 @@ class Session:
         self.masked_values += item.masked
         if item.handle is not None:
             item.t0 = (time.monotonic() - item.t0) * 1000.0  # now the duration in ms
+            self.durations.add(item.t0)
             self._ended.append(item)
 
     def _record_results(self) -> None:

@@ -307,10 +307,11 @@ def test_grant_expiry_can_end_the_session(base_config, items, tmp_path):
     try:
         with connect(handle, handle.token(role="reader", identity="oncall")) as oncall:
             service = handle.gateway.broker.service
-            service.approve(service.request("oncall", DBNAME, "writer", 1.0, "incident").id, "alice")
+            # Two seconds, not one: on a loaded CI machine the insert must still land inside it.
+            service.approve(service.request("oncall", DBNAME, "writer", 2.0, "incident").id, "alice")
             handle.gateway.broker.state.refresh()
             insert(oncall, "during the grant")
-            time.sleep(1.3)
+            time.sleep(2.6)
             with pytest.raises(psycopg.OperationalError, match="grant this session used has ended"):
                 oncall.execute("SELECT 1")
         kinds = [r["event"] for r in _records(handle) if r["kind"] == "event"]

@@ -81,6 +81,24 @@ def test_metrics_count_sessions_verdicts_masked_values_and_refused_logins(metere
     assert after[("hoopctl_gateway_logins_refused_total", (("sqlstate", "28P01"),))] == 1
 
 
+def test_statement_durations_are_a_histogram(metered):
+    gateway, port = metered
+    db = (("resource", DBNAME),)
+    with psycopg.connect(gateway.dsn(gateway.token()), autocommit=True, connect_timeout=5) as conn:
+        for _ in range(3):
+            conn.execute("SELECT 1").fetchone()
+        conn.execute("SELECT pg_sleep(0.3)").fetchone()
+    m = _scrape(port)
+
+    def bucket(le: str) -> float:
+        return m[("hoopctl_gateway_statement_seconds_bucket", (("le", le), *db))]
+
+    assert m[("hoopctl_gateway_statement_seconds_count", db)] == 4
+    assert bucket("0.1") == 3 and bucket("0.25") == 3  # the sleep is in neither
+    assert bucket("0.5") == 4 and bucket("+Inf") == 4
+    assert 0.3 <= m[("hoopctl_gateway_statement_seconds_sum", db)] < 1.0
+
+
 def test_metrics_listen_is_read_from_the_config_and_checked(tmp_path):
     on = "# metrics:\n#   listen: 127.0.0.1:9187"
     assert on in EXAMPLE.read_text()
