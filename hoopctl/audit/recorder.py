@@ -595,6 +595,21 @@ class SessionRecording:
             raise RecordingError(f"session {self.sid}: end not recorded durably: {problem}")
 
 
+def _walk(data: bytes) -> tuple[ChainChecker, int, bytes, str | None]:
+    """Check a session file's whole lines in order. Returns the checker as it stands
+    after the last good line, the bytes those lines cover, what follows the last
+    newline (empty, or what a crash cut short), and the first problem, if any."""
+    checker, good = ChainChecker(), 0
+    *whole, torn = data.split(b"\n")
+    for raw in whole:
+        try:
+            checker.check(raw)
+        except ChainError as exc:
+            return checker, good, torn, f"seq {checker.seq}: {exc}"
+        good += len(raw) + 1
+    return checker, good, torn, None
+
+
 def _check_private(dfd: int, path: Path) -> None:
     """Refuse a recordings directory others may write to (they could swap or plant
     files under the recorder, which runs as root); only warn when others may read it."""
@@ -659,17 +674,18 @@ class Recorder:
             fds.append(self._lockfd)
             fcntl.flock(self._lockfd, fcntl.LOCK_EX)
             self._ledger = Ledger(self._dfd, key)
-            if fsync == "batch":
-                self._journal = Journal(self._rdfd, self.id)
         except (OSError, RecordingError) as exc:
-            if self._journal is None and hasattr(self, "_ledger"):
-                self._ledger.close()
             for fd in fds:
                 os.close(fd)
             if isinstance(exc, RecordingError):
                 raise
             raise RecordingError(f"cannot open recordings directory {self.dir}: {_why(exc)}") from exc
         try:
+            if fsync == "batch":
+                try:
+                    self._journal = Journal(self._rdfd, self.id)
+                except OSError as exc:
+                    raise RecordingError(f"cannot create the journal in {self.dir}: {_why(exc)}") from exc
             with self._ledger.locked(repair=True) as ledger:
                 ledger.append(
                     "recorder", {"recorder": self.id, "pid": os.getpid(), "host": socket.gethostname()}
@@ -992,15 +1008,9 @@ class Recorder:
         except OSError:
             return {}  # gone or not a file: _scan says so
         try:
-            data = os.pread(fd, os.fstat(fd).st_size, 0)
-            checker, good = ChainChecker(), 0
-            *whole, torn = data.split(b"\n")
-            for raw in whole:
-                try:
-                    checker.check(raw)
-                except ChainError:
-                    return {}
-                good += len(raw) + 1
+            checker, good, torn, problem = _walk(os.pread(fd, os.fstat(fd).st_size, 0))
+            if problem is not None:
+                return {}
             added = []
             while checker.seq in by_seq:
                 line = by_seq[checker.seq]
@@ -1035,16 +1045,8 @@ class Recorder:
                 data = f.read()
         except OSError as exc:
             return {"records": 0, "last": None, "problem": _why(exc)}
-        checker = ChainChecker()
-        lines = data.split(b"\n")
-        torn = lines.pop()  # after the last newline: empty, or what a crash cut short
-        out: dict[str, Any] = {}
-        for raw in lines:
-            try:
-                checker.check(raw)
-            except ChainError as exc:
-                out["problem"] = f"seq {checker.seq}: {exc}"
-                break
+        checker, _, torn, problem = _walk(data)
+        out: dict[str, Any] = {} if problem is None else {"problem": problem}
         out.update(records=checker.seq, last=checker.prev if checker.seq else None, torn=len(torn))
         return out
 

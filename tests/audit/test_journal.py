@@ -186,6 +186,14 @@ def texts(d: Path, sid: str) -> list[str]:
     return [i["text"] for i in Recordings(d).load(sid)["items"]]
 
 
+def parked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path, Recorder]:
+    """A batch recorder whose passes the test runs, its directory, and where a power cut
+    copies what survives."""
+    powercut.install(monkeypatch)
+    d = tmp_path / "r"
+    return d, tmp_path / "cut", Recorder(d, fsync="batch", interval_ms=PARKED)
+
+
 def park(r: Recorder) -> None:
     """Stop the background thread (the recorder is left as a crash leaves it)."""
     r._stop.set()
@@ -200,13 +208,10 @@ def one_pass(r: Recorder, sessions, checkpoint: bool = False) -> None:
 
 
 def test_a_session_opened_during_a_pass_keeps_its_journaled_records(tmp_path, monkeypatch):
-    """Pass 1 takes its snapshot, then b opens and records a statement; the pass
-    commits the journal (b's statement is now 'durable') and checkpoints only the
-    snapshot. Pass 2's checkpoint switches back, truncating the file that holds b's
-    statement, before b is fsynced: a power cut there loses it."""
-    powercut.install(monkeypatch)
-    d, cut = tmp_path / "r", tmp_path / "cut"
-    r = Recorder(d, fsync="batch", interval_ms=PARKED)
+    """b opens after pass 1 took its snapshot and its statement goes into that pass's
+    journal commit. Pass 2's checkpoint switches back to (and empties) that journal
+    file: b must be fsynced by then, though no snapshot ever held it."""
+    d, cut, r = parked(tmp_path, monkeypatch)
     a = r.open_session("a", (), "c", "db", "read")
     snapshot1 = list(r._open.values())  # the pass's snapshot
     b = r.open_session("b", (), "c", "db", "read")  # opened mid-pass
@@ -223,19 +228,15 @@ def test_a_session_opened_during_a_pass_keeps_its_journaled_records(tmp_path, mo
     monkeypatch.setattr(Journal, "switch", switch_then_power_cut)
     one_pass(r, snapshot2, checkpoint=True)
     monkeypatch.undo()
-    r._stop.set()
-    r._wake.set()
-    r._thread.join()
+    park(r)
     Recorder(cut).close()
     assert texts(cut, b.sid) == ["DELETE FROM accounts"]
 
 
 def test_a_failed_checkpoint_fsync_keeps_the_journal(tmp_path, monkeypatch):
     """a's checkpoint fdatasync fails (EIO): the journal is then the only durable
-    copy of a's statement, yet the next checkpoint truncates it."""
-    powercut.install(monkeypatch)
-    d, cut = tmp_path / "r", tmp_path / "cut"
-    r = Recorder(d, fsync="batch", interval_ms=PARKED)
+    copy of a's statement, and no later checkpoint may empty it."""
+    d, cut, r = parked(tmp_path, monkeypatch)
     a = r.open_session("a", (), "c", "db", "read")
     c = r.open_session("c", (), "c", "db", "read")
     one_pass(r, [a, c], checkpoint=True)
@@ -254,20 +255,15 @@ def test_a_failed_checkpoint_fsync_keeps_the_journal(tmp_path, monkeypatch):
     c.statement("SELECT 1", None, True, "read", "simple")
     one_pass(r, [a, c], checkpoint=True)  # switches back: truncates the journal holding a's record
     powercut.cut(d, cut)
-    r._stop.set()
-    r._wake.set()
-    r._thread.join()
+    park(r)
     Recorder(cut).close()
     assert texts(cut, a.sid) == ["DELETE FROM accounts"]
 
 
 def test_a_journal_kept_after_a_failed_close_is_restored_then_removed(tmp_path, monkeypatch):
-    """Recorder.close keeps the journal 'for the next recorder' after a problem, but
-    the sessions are sealed (close) and the lock file removed, so the next recorder
-    never reads it (nothing restored) and never removes it (orphaned forever)."""
-    powercut.install(monkeypatch)
-    d, cut = tmp_path / "r", tmp_path / "cut"
-    r = Recorder(d, fsync="batch", interval_ms=PARKED)
+    """A close that fails keeps the journal and its lock file: the next recorder sees a
+    dead one, restores from the journal what the sealed session lacks, and removes it."""
+    d, cut, r = parked(tmp_path, monkeypatch)
     a = r.open_session("a", (), "c", "db", "read")
     a.statement("DELETE FROM accounts", None, True, "write", "simple")
     one_pass(r, [a])  # durable in the journal
@@ -289,18 +285,14 @@ def test_a_journal_kept_after_a_failed_close_is_restored_then_removed(tmp_path, 
 
 
 def test_a_journal_is_kept_when_its_restore_fails(tmp_path, monkeypatch):
-    """_restore fails (ENOSPC writing the session file): _recover still deletes the
-    journal, the only copy of the records."""
-    powercut.install(monkeypatch)
-    d, cut = tmp_path / "r", tmp_path / "cut"
-    r = Recorder(d, fsync="batch", interval_ms=PARKED)
+    """A restore that fails (ENOSPC writing the session file) keeps the journal, the only
+    copy of the records, and leaves the session open for the next start to try again."""
+    d, cut, r = parked(tmp_path, monkeypatch)
     a = r.open_session("a", (), "c", "db", "read")
     a.statement("DELETE FROM accounts", None, True, "write", "simple")
     one_pass(r, [a])
     powercut.cut(d, cut)
-    r._stop.set()
-    r._wake.set()
-    r._thread.join()
+    park(r)
 
     real_write_all = recorder_mod.write_all
 
@@ -321,10 +313,10 @@ def test_a_journal_is_kept_when_its_restore_fails(tmp_path, monkeypatch):
 
 
 def test_a_journal_failure_writes_held_results_before_failing_the_session(tmp_path, monkeypatch):
-    """A journal failure marks sessions failed; a held (sealed, counted) result is then
-    never written, but the ledger's close counts it: verify calls the file truncated."""
+    """A journal failure fails the sessions, but their held (sealed, counted) results go
+    to the files first: the ledger's close counts them, and verify must agree."""
     d = tmp_path / "r"
-    r = Recorder(d, fsync="batch", interval_ms=PARKED)
+    r = Recorder(d, fsync="batch", interval_ms=PARKED)  # no power cut here
     a = r.open_session("a", (), "c", "db", "read")
     h = a.statement("SELECT 1", None, True, "read", "simple")
     a.result(h, 0.1, 1, None, 0)
@@ -337,21 +329,16 @@ def test_a_journal_failure_writes_held_results_before_failing_the_session(tmp_pa
     monkeypatch.undo()
     with pytest.raises(RecordingError):
         a.close()
-    r._stop.set()
-    r._wake.set()
-    r._thread.join()
+    park(r)
     report = Recordings(d).verify()
     assert report.ok, report.problems
 
 
 def test_a_pass_between_file_and_ledger_entry_keeps_the_file_name(tmp_path, monkeypatch):
-    """open_session sets _sessions_dirty only after the ledger's 'open'. A pass in
-    between fsyncs the ledger (and the journal with the start record) but not the
-    sessions directory: after a power cut the ledger names a session whose file is
-    gone, and _restore does not recreate it from the journal."""
-    powercut.install(monkeypatch)
-    d, cut = tmp_path / "r", tmp_path / "cut"
-    r = Recorder(d, fsync="batch", interval_ms=PARKED)
+    """A pass that lands between a session's file and its ledger entry fsyncs the
+    sessions directory before the ledger: a power cut never leaves the ledger naming a
+    session whose file name was lost."""
+    d, cut, r = parked(tmp_path, monkeypatch)
     a = r.open_session("a", (), "c", "db", "read")
     one_pass(r, [a])
     a.statement("SELECT 1", None, True, "read", "simple")  # a is dirty: the pass commits
@@ -367,9 +354,7 @@ def test_a_pass_between_file_and_ledger_entry_keeps_the_file_name(tmp_path, monk
     monkeypatch.setattr(recorder_mod.Ledger, "append", append_then_pass)
     b = r.open_session("b", (), "c", "db", "read")
     monkeypatch.undo()
-    r._stop.set()
-    r._wake.set()
-    r._thread.join()
+    park(r)
     Recorder(cut).close()
     assert (cut / "sessions" / f"{b.sid}.jsonl").exists(), (
         "ledger says open, file lost, journal had its start"
@@ -379,13 +364,11 @@ def test_a_pass_between_file_and_ledger_entry_keeps_the_file_name(tmp_path, monk
 
 
 def test_a_statement_sealed_as_the_session_fails_is_refused(tmp_path, monkeypatch):
-    """_append checks _error and seals its line (prev = the held result's hash) before
-    taking _wlock. If the background thread's write_held fails in between, _fail cuts
-    the held result off the file, yet _append then writes its line (chained to a
-    record no longer in the file), and statement() succeeds: the gateway forwards a
-    statement whose record verify calls tampering."""
+    """The background thread's write_held fails (cutting the held result off the file)
+    after _append sealed its line on top of that result: _append must see the failure
+    under the lock and refuse, rather than write a record verify would call tampering."""
     d = tmp_path / "r"
-    r = Recorder(d, fsync="batch", interval_ms=PARKED)
+    r = Recorder(d, fsync="batch", interval_ms=PARKED)  # no power cut here
     a = r.open_session("a", (), "c", "db", "read")
     h = a.statement("SELECT 1", None, True, "read", "simple")
     a.result(h, 0.1, 1, None, 0)  # held
@@ -410,9 +393,7 @@ def test_a_statement_sealed_as_the_session_fails_is_refused(tmp_path, monkeypatc
     monkeypatch.undo()
     with pytest.raises(RecordingError):
         a.close()
-    r._stop.set()
-    r._wake.set()
-    r._thread.join()
+    park(r)
     report = Recordings(d).verify()
     assert report.ok, (forwarded, report.problems)
     assert not forwarded, "statement() succeeded although the session had just failed"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -34,10 +35,30 @@ roles:
 """
 
 
-def _write_config(d, port, pg, grants):
+SERVE = [sys.executable, "-c", "from hoopctl.cli import main; main()", "gateway", "serve", "--config"]
+
+
+def _prepare(d, pg):
+    """The token key and the database password file a config in `d` points to."""
+    generate_key(d / "token.key")
+    secret = d / "pg.secret"
+    secret.write_text(pg.password + "\n")
+    os.chmod(secret, 0o600)
+
+
+def _write_config(d, port, pg, grants, extra=""):
     (d / "gateway.yaml").write_text(
-        CONFIG.format(port=port, db=DBNAME, pgport=pg.port, grants=grants, secret=d / "pg.secret")
+        CONFIG.format(port=port, db=DBNAME, pgport=pg.port, grants=grants, secret=d / "pg.secret") + extra
     )
+
+
+@contextlib.contextmanager
+def _taken_port():
+    """A port something else listens on, for as long as the block runs."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        yield busy.getsockname()[1]
 
 
 def _connect(port, token):
@@ -50,23 +71,12 @@ def _connect(port, token):
 
 
 def test_serve_reload_and_drain_as_a_process(gw_db, tmp_path):
-    generate_key(tmp_path / "token.key")
-    secret = tmp_path / "pg.secret"
-    secret.write_text(gw_db.password + "\n")
-    os.chmod(secret, 0o600)
+    _prepare(tmp_path, gw_db)
     port = free_port()
     _write_config(tmp_path, port, gw_db, "read")
     token = TokenAuthority(load_key(tmp_path / "token.key")).issue("cli", DBNAME, "reader", 600)
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from hoopctl.cli import main; main()",
-            "gateway",
-            "serve",
-            "--config",
-            str(tmp_path / "gateway.yaml"),
-        ],
+        [*SERVE, str(tmp_path / "gateway.yaml")],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -108,28 +118,13 @@ def test_serve_reload_and_drain_as_a_process(gw_db, tmp_path):
 
 @pytest.mark.parametrize("taken", ["listen", "metrics"])
 def test_an_address_in_use_is_one_line_and_leaves_nothing_behind(gw_db, tmp_path, taken):
-    generate_key(tmp_path / "token.key")
-    secret = tmp_path / "pg.secret"
-    secret.write_text(gw_db.password + "\n")
-    os.chmod(secret, 0o600)
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        used = busy.getsockname()[1]
+    _prepare(tmp_path, gw_db)
+    with _taken_port() as used:
         port = used if taken == "listen" else free_port()
-        _write_config(tmp_path, port, gw_db, "read")
-        with (tmp_path / "gateway.yaml").open("a") as f:
-            f.write(f"metrics:\n  listen: 127.0.0.1:{used if taken == 'metrics' else free_port()}\n")
+        metrics = used if taken == "metrics" else free_port()
+        _write_config(tmp_path, port, gw_db, "read", f"metrics:\n  listen: 127.0.0.1:{metrics}\n")
         out = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "from hoopctl.cli import main; main()",
-                "gateway",
-                "serve",
-                "--config",
-                "gateway.yaml",
-            ],
+            [*SERVE, "gateway.yaml"],
             cwd=tmp_path,
             capture_output=True,
             text=True,
@@ -144,28 +139,12 @@ def test_an_address_in_use_is_one_line_and_leaves_nothing_behind(gw_db, tmp_path
 
 
 def test_with_workers_an_address_in_use_is_one_line_from_the_parent(gw_db, tmp_path):
-    generate_key(tmp_path / "token.key")
-    secret = tmp_path / "pg.secret"
-    secret.write_text(gw_db.password + "\n")
-    os.chmod(secret, 0o600)
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        used = busy.getsockname()[1]
-        port = free_port()
-        _write_config(tmp_path, port, gw_db, "read")
-        with (tmp_path / "gateway.yaml").open("a") as f:
-            f.write(f"limits:\n  workers: 2\nmetrics:\n  listen: 127.0.0.1:{used}\n")
+    _prepare(tmp_path, gw_db)
+    with _taken_port() as used:
+        extra = f"limits:\n  workers: 2\nmetrics:\n  listen: 127.0.0.1:{used}\n"
+        _write_config(tmp_path, free_port(), gw_db, "read", extra)
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "from hoopctl.cli import main; main()",
-                "gateway",
-                "serve",
-                "--config",
-                "gateway.yaml",
-            ],
+            [*SERVE, "gateway.yaml"],
             cwd=tmp_path,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
