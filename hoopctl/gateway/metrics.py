@@ -120,7 +120,9 @@ class GatewayCollector:
             durations.setdefault(s.ctx.resource, Durations()).merge(s.durations)
         for r in resources:
             active.add_metric([r], sum(1 for s in live if s.ctx.resource == r))
-            held.add_metric([r], sum(1 for s in live if s.ctx.resource == r and s.held))
+            held.add_metric(
+                [r], sum(1 for s in live if s.ctx.resource == r and s.held and s.awaiting is None)
+            )
             opened.add_metric([r], opened_counts.get(r, 0))
             for verdict in ("allowed", "refused"):
                 statements.add_metric([r, verdict], counts[(r, verdict)])

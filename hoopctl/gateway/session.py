@@ -58,6 +58,7 @@ from hoopctl.gateway.pipeline import (
     refusal,
     rows_of,
 )
+from hoopctl.gateway.policy.classify import copies_out
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,12 @@ RESERVED_NAME = "__hoopctl_refused__"
 FAIL_QUERY = pw.Query(REFUSED_SQL).encode()
 FAIL_EXTENDED = pw.Describe("S", RESERVED_NAME).encode()
 WRITE_HIGH = 256 * 1024
+# Under masking, COPY TO STDOUT is refused before it runs (see _unmasked_copy_out).
+COPY_OUT_RULE = "masking-copy-out"
+COPY_OUT_REFUSED = "COPY TO STDOUT cannot be masked, so it is not run"
+COPY_OUT_HINT = "select the rows instead: query results are masked"
+BINARY_RULE = "masking-binary"  # refused before it runs: a covered column asked for in binary
+FLUSH = pw.Flush().encode()
 # Portals whose Describe answer is kept at once; a client describing more without executing
 # them only costs itself injected Describes later.
 MAX_DESCRIBED = 256
@@ -115,6 +122,14 @@ class _Hold(Exception):
         self.sql, self.role = sql, role
 
 
+class _AwaitDescription(Exception):
+    """An Execute whose rows `binary: refuse` may refuse: its portal's description comes first."""
+
+    def __init__(self, source: Pending) -> None:
+        super().__init__(source.portal)
+        self.source = source
+
+
 class _ClientSide(asyncio.Protocol):
     def __init__(self, session: Session) -> None:
         self.s = session
@@ -157,7 +172,7 @@ class _UpstreamSide(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.s.up_full = False
-        if not self.s.held:  # a held statement keeps the client's input waiting
+        if not self.s.held:  # a held statement (or one awaiting a description) keeps input waiting
             self.s.client.resume_reading()
 
 
@@ -199,7 +214,8 @@ class Session:
         self._cneed = 0  # how many bytes _cbuf must hold before its first message is complete
         self._ended: list[Pending] = []  # finished statements whose result is not recorded yet
         self.stalled = False
-        self.held = False  # client input waits while a statement is held for approval
+        self.held = False  # client input waits: a statement is held for approval, or awaiting
+        self.awaiting: Pending | None = None  # the Describe an Execute waits for (binary: refuse)
         self.masked_values = 0  # for the metrics
         self.durations = Durations()
         # Back-pressure: a peer that cannot take more keeps the other side's reads paused.
@@ -235,6 +251,7 @@ class Session:
     def _take_masking(self) -> None:
         self.masking = self.ctx.masking()  # MaskingRules if any rule applies to this resource, else None
         self._masks_text = self.masking is not None and self.masking.masks_text(self.ctx.resource)
+        self._refuses_binary = self.masking is not None and self.masking.binary == "refuse"
 
     # ------------------------------------------------------------ client -> database
 
@@ -263,13 +280,16 @@ class Session:
                     return
                 try:
                     self._client_frame(tag, buf, start, end, out)
-                except _Hold as hold:
+                except (_Hold, _AwaitDescription) as pause:
                     # Forward what came before; keep this message and the rest for later.
                     if out:
                         self.up.write(b"".join(out))
                     self._cbuf = bytearray(buf[start:])
                     self._cneed = 0
-                    self._start_hold(hold)
+                    if type(pause) is _Hold:
+                        self._start_hold(pause)
+                    else:
+                        self._await_description(pause.source)
                     return
         except pw.ProtocolError as exc:
             if out:
@@ -515,6 +535,10 @@ class Session:
         verdict = None if problem else self._verdict(self.policy.check_query, sql)
         if verdict is not None and not verdict.allowed:
             problem = self._maybe_hold(sql, verdict)
+        elif verdict is not None and self._unmasked_copy_out(sql, verdict.classes):
+            self._record(sql, None, False, COPY_OUT_RULE, "simple")
+            self._refuse_simple(COPY_OUT_REFUSED, out, hint=COPY_OUT_HINT)
+            return
         if problem or not verdict.allowed:
             self._record(sql, None, False, verdict.rule if verdict else "credential", "simple")
             self._refuse_simple(problem or verdict.message, out)
@@ -527,13 +551,18 @@ class Session:
         self._pending.append(Pending(Kind.QUERY, h))
         out.append(raw)
 
-    def _refuse_simple(self, message: str, out: list[bytes], code: str = "42501") -> None:
-        err = pw.ErrorResponse.make(code, message).encode()
+    def _unmasked_copy_out(self, sql: str, classes: frozenset[str]) -> bool:
+        """COPY ... TO STDOUT while masking applies: its data could not be matched to columns,
+        so it is refused before it runs (a COPY of a DELETE ... RETURNING would still delete)."""
+        return self.masking is not None and "copy" in classes and copies_out(sql)
+
+    def _refuse_simple(self, message: str, out: list[bytes], code: str = "42501", hint: str = "") -> None:
+        err = pw.ErrorResponse.make(code, message, hint=hint).encode()
         self._pending.append(Pending(Kind.REFUSED_QUERY, message=err))
         out.append(FAIL_QUERY)
 
-    def _refuse_extended(self, message: str, out: list[bytes], code: str = "42501") -> None:
-        err = pw.ErrorResponse.make(code, message).encode()
+    def _refuse_extended(self, message: str, out: list[bytes], code: str = "42501", hint: str = "") -> None:
+        err = pw.ErrorResponse.make(code, message, hint=hint).encode()
         self._pending.append(Pending(Kind.REFUSED, message=err))
         out.append(FAIL_EXTENDED)
         # The database will skip to the next Sync after that failure: so does the gateway
@@ -555,6 +584,10 @@ class Session:
             problem = self._maybe_hold(msg.sql, verdict) or verdict.message
             self._record(msg.sql, None, False, verdict.rule, "extended")
             self._refuse_extended(problem, out)
+            return
+        if self._unmasked_copy_out(msg.sql, classes):
+            self._record(msg.sql, None, False, COPY_OUT_RULE, "extended")
+            self._refuse_extended(COPY_OUT_REFUSED, out, hint=COPY_OUT_HINT)
             return
         self.policy.stage_statement(msg.name, classes)
         self._pending.append(Definition(Kind.PARSE, msg.name, msg.sql, classes))
@@ -614,6 +647,14 @@ class Session:
             self._refuse_extended(problem, out)
             return
         params = params_for_record(bind, self.masking, self.ctx.resource) if bind and bind.params else None
+        if self._refuses_binary and bind is not None and 1 in bind.result_formats:
+            masker = self._described_masker(name, out)
+            if masker is not None and masker.refuse:
+                self._record(sql, params, False, BINARY_RULE, "extended")
+                self._refuse_extended(
+                    masker.reason or "a masked column is in binary format", out, hint=masker.hint
+                )
+                return
         h = self._record(sql, params, True, None, "extended")
         if h is None:
             self._refuse_extended("the gateway cannot record this statement, so it is not run", out, "58030")
@@ -637,6 +678,36 @@ class Session:
         entry.describe = source
         self._pending.append(entry)
         out.append(raw)
+
+    def _described_masker(self, portal: str, out: list[bytes]) -> Any:
+        """The masking plan of `portal`'s rows, known before its Execute is forwarded: with
+        `binary: refuse`, a statement whose binary columns a rule covers must never run (a
+        write with RETURNING would have written). Raises _AwaitDescription until the answer
+        to a Describe of it is in (the client's own, or one asked for here)."""
+        source = self._described.get(portal)
+        if source is not None and source.masker is not UNSET:
+            return source.masker
+        if source is None:
+            source = Pending(Kind.INJECTED_DESCRIBE, portal=portal)
+            out.append(pw.Describe("P", portal).encode())
+            self._pending.append(source)
+            self._described[portal] = source
+        out.append(FLUSH)  # the answer now, not at the client's Sync
+        raise _AwaitDescription(source)
+
+    def _await_description(self, source: Pending) -> None:
+        self.awaiting = source
+        self.held = True
+        self.client.pause_reading()
+
+    def _description_arrived(self) -> None:
+        """The awaited Describe was answered, or dropped by an error: the Execute goes on."""
+        self.awaiting = None
+        self.held = False
+        if not self.closed:
+            if not self.up_full:
+                self.client.resume_reading()
+            self.from_client(b"")
 
     # ------------------------------------------------------------ database -> client
 
@@ -668,6 +739,8 @@ class Session:
             # Results are recorded after the answer went to the client: they need no
             # ordering against forwarding, and the client should not wait for them.
             self._record_results()
+        if self.awaiting is not None and not self.stalled and self.awaiting not in self._pending:
+            self._description_arrived()
 
     def _relay(self, buf: bytes | bytearray, frames: list[tuple[int, int, int]], used: int) -> int:
         """Forwards the frames (rewriting where needed); returns how far it got."""
@@ -781,15 +854,15 @@ class Session:
         return used
 
     def _withhold_copy_out(self) -> bool:
-        """COPY ... TO STDOUT under masking: its data cannot be matched to columns, so none
-        of it goes out and the statement ends in an error (the database still ran it)."""
+        """COPY ... TO STDOUT under masking that got past _unmasked_copy_out (masking came
+        with a reload after its Parse): none of its data goes out, and it ends in an error."""
         pending = self._pending
         head = pending[0] if pending else None
         if head is None or (head.kind is not Kind.EXECUTE and head.kind is not Kind.QUERY):
             self._lost("a COPY response")
             return False
         head.withheld = "COPY TO STDOUT is not masked, so its rows are withheld"
-        head.hint = "select the rows instead: query results are masked"
+        head.hint = COPY_OUT_HINT
         self._copy_out = True
         return True
 

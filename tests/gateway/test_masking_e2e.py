@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from hoopctl.access.tokens import TokenAuthority, load_key
+from hoopctl.audit.reader import Recordings
 from hoopctl.gateway.masking import MaskingRules
 from tests.gateway.conftest import DBNAME, _run_gateway, _stop
 
@@ -82,7 +83,6 @@ def test_extended_protocol_text_and_binary(masked_gateway):
 
 
 def test_literals_in_the_recorded_text_are_masked_by_content_rules(masked_gateway):
-    from hoopctl.audit.reader import Recordings
 
     identity = "literal-check"
     body, _, sig = masked_gateway.token("reader", identity=identity).rpartition(".")
@@ -99,32 +99,88 @@ def test_literals_in_the_recorded_text_are_masked_by_content_rules(masked_gatewa
     assert texts == [f"SELECT count(*) FROM {TABLE} WHERE email = '****'"]
 
 
-def test_binary_refuse_policy_refuses_the_statement(base_config, gw_db, masked_gateway):
+@pytest.fixture(scope="module")
+def refusing_gateway(base_config, gw_db, masked_gateway):
     config = replace(base_config, masking=MaskingRules.from_config({**MASKING, "binary": "refuse"}))
     handle = _run_gateway(config, TokenAuthority(load_key(base_config.token_key_file)), gw_db)
     try:
-        with psycopg.connect(handle.dsn(handle.token("reader"))) as conn:
-            with pytest.raises(psycopg.Error) as err:
-                conn.cursor(binary=True).execute(f"SELECT email FROM {TABLE} WHERE id = %s", (1,)).fetchall()
-            assert "email" in str(err.value)
-            conn.rollback()
-            # the same statement in text format is served, masked
-            assert conn.execute(f"SELECT email FROM {TABLE} WHERE id = %s", (1,)).fetchone() == (
-                "a***@example.com",
-            )
+        yield handle
     finally:
         _stop(handle)
 
 
-def test_copy_to_stdout_is_withheld_when_masking_applies(masked_gateway):
-    with psycopg.connect(masked_gateway.dsn(masked_gateway.token("writer")), autocommit=True) as conn:
-        got: list[bytes] = []
-        query = f"COPY (SELECT email, card FROM {TABLE}) TO STDOUT"
-        refused = pytest.raises(psycopg.errors.InsufficientPrivilege, match="COPY TO STDOUT is not masked")
-        with refused, conn.cursor().copy(query) as copy:
-            got.extend(bytes(block) for block in copy)
-        assert not any(b"ann@example.com" in block or b"4111" in block for block in got)
+def test_binary_refuse_policy_refuses_the_statement(refusing_gateway):
+    with psycopg.connect(refusing_gateway.dsn(refusing_gateway.token("reader"))) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as err:
+            conn.cursor(binary=True).execute(f"SELECT email FROM {TABLE} WHERE id = %s", (1,)).fetchall()
+        assert "email" in str(err.value)
+        conn.rollback()
+        # the same statement in text format is served, masked
+        assert conn.execute(f"SELECT email FROM {TABLE} WHERE id = %s", (1,)).fetchone() == (
+            "a***@example.com",
+        )
+        # in binary, columns no rule covers are served
+        assert conn.cursor(binary=True).execute(f"SELECT id FROM {TABLE} WHERE id = %s", (1,)).fetchone() == (
+            1,
+        )
+
+
+def test_binary_refuse_refuses_a_write_before_it_runs(refusing_gateway, gw_db):
+    # A covered column asked for in binary is refused before the statement reaches the
+    # database: the UPDATE ... RETURNING never writes. The recording says so.
+    identity = "binary-write"
+    token = refusing_gateway.token("writer", identity=identity)
+    update = f"UPDATE {TABLE} SET n = n + 1 WHERE id = %s RETURNING email"
+    with psycopg.connect(refusing_gateway.dsn(token), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="email"):
+            conn.cursor(binary=True).execute(update, (1,))
+        assert gw_db.psql(f"SELECT n FROM {TABLE} WHERE id = 1", DBNAME).strip() == "4111111111111111"
+        # inside a transaction, the refusal fails it, as the client was told
+        conn.execute("BEGIN")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="email"):
+            conn.cursor(binary=True).execute(update, (1,))
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            conn.execute("SELECT 1")
+        conn.execute("ROLLBACK")
+        # a binary write that returns no covered column runs
+        cur = conn.cursor(binary=True)
+        assert cur.execute(f"UPDATE {TABLE} SET n = n + 0 WHERE id = %s RETURNING id", (1,)).fetchone() == (
+            1,
+        )
+        assert cur.execute(f"UPDATE {TABLE} SET n = n + 0 WHERE id = %s", (1,)).rowcount == 1
+    assert gw_db.psql(f"SELECT n FROM {TABLE} WHERE id = 1", DBNAME).strip() == "4111111111111111"
+    recordings = Recordings(refusing_gateway.config.recordings_dir)
+    sid = next(s.sid for s in recordings.summaries() if s.identity == identity)
+    refused = [r for r in recordings.load(sid)["items"] if r.get("type") == "statement" and not r["allowed"]]
+    assert [(r["text"], r["rule"]) for r in refused] == [(update.replace("%s", "$1"), "masking-binary")] * 2
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+def test_copy_to_stdout_is_refused_before_it_runs_when_masking_applies(masked_gateway, gw_db, protocol):
+    # Its data could not be masked column by column: the statement never reaches the
+    # database, so a COPY of a DELETE ... RETURNING deletes nothing.
+    identity = f"copy-out-{protocol}"
+    token = masked_gateway.token("writer", identity=identity)
+    query = f"COPY (DELETE FROM {TABLE} WHERE id = 1 RETURNING email, card) TO STDOUT"
+    with psycopg.connect(masked_gateway.dsn(token), autocommit=True) as conn:
+        if protocol == "simple":
+            got: list[bytes] = []
+            refused = pytest.raises(
+                psycopg.errors.InsufficientPrivilege, match="COPY TO STDOUT cannot be masked"
+            )
+            with refused, conn.cursor().copy(query) as copy:
+                got.extend(bytes(block) for block in copy)
+            assert not got
+        else:  # psycopg sends COPY by the simple protocol: Parse it by hand
+            res = conn.pgconn.prepare(b"", query.encode())
+            assert res.status == psycopg.pq.ExecStatus.FATAL_ERROR
+            assert b"COPY TO STDOUT cannot be masked" in res.error_message
         assert conn.execute("SELECT 1").fetchone() == (1,)  # the session carries on
+    assert gw_db.psql(f"SELECT count(*) FROM {TABLE} WHERE id = 1", DBNAME).strip() == "1"
+    recordings = Recordings(masked_gateway.config.recordings_dir)
+    sid = next(s.sid for s in recordings.summaries() if s.identity == identity)
+    statements = [r for r in recordings.load(sid)["items"] if r.get("type") == "statement"]
+    assert [(r["text"], r["allowed"], r["rule"]) for r in statements][0] == (query, False, "masking-copy-out")
 
 
 def test_a_value_quoted_in_an_error_is_masked_by_content_rules(masked_gateway):
@@ -135,7 +191,6 @@ def test_a_value_quoted_in_an_error_is_masked_by_content_rules(masked_gateway):
 
 
 def test_binary_bind_parameters_are_masked_before_they_are_recorded(masked_gateway):
-    from hoopctl.audit.reader import Recordings
 
     identity = "binary-params"
     with psycopg.connect(masked_gateway.dsn(masked_gateway.token("reader", identity=identity))) as conn:

@@ -6,7 +6,7 @@ import pytest
 from pglast import ast
 
 from hoopctl.gateway.policy import Policy
-from hoopctl.gateway.policy.classify import _HANDLERS, _Walk
+from hoopctl.gateway.policy.classify import _HANDLERS, _Walk, copies_out
 from tests.gateway.bypass_corpus import ALLOW, CASES, REFUSE, Case
 
 ROLES = {
@@ -68,6 +68,23 @@ def test_corpus_verdicts_are_stable_with_a_warm_cache(policy: Policy) -> None:
 )
 def test_classes_of_statements(policy: Policy, sql: str, classes: set[str]) -> None:
     assert policy.session("admin").check_query(sql).classes == frozenset(classes)
+
+
+@pytest.mark.parametrize(
+    ("sql", "out"),
+    [
+        ("COPY t TO STDOUT", True),
+        ("copy (DELETE FROM t RETURNING *) to stdout", True),
+        ("SELECT 1; COPY t (a) TO STDOUT WITH (FORMAT csv)", True),
+        ("COPY t FROM STDIN", False),
+        ("COPY t TO '/tmp/x'", False),
+        ("COPY t TO PROGRAM 'cat'", False),
+        ("SELECT 'COPY t TO STDOUT'", False),
+        ("COPY t TO STDOUT (", False),  # does not parse: refused as unparsable anyway
+    ],
+)
+def test_copies_out_finds_copy_to_stdout_by_the_parse_tree(sql: str, out: bool) -> None:
+    assert copies_out(sql) is out
 
 
 def test_writer_writes_but_cannot_escape(policy: Policy) -> None:

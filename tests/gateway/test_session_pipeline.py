@@ -156,6 +156,71 @@ def test_a_portal_re_declared_by_another_portal_is_described_again(masking_gatew
     assert rows(answers) == [("1",), MASKED_ROW]
 
 
+# ---------------------------------------------------------------- binary: refuse, before Execute
+
+
+@pytest.fixture(scope="module")
+def refusing_binary_gateway(base_config, gw_db, tmp_path_factory):
+    from hoopctl.gateway.masking import MaskingRules
+
+    gw_db.psql(
+        "DROP TABLE IF EXISTS bin_refuse; CREATE TABLE bin_refuse (id int, email text);"
+        "INSERT INTO bin_refuse VALUES (1, 'ann@example.com')",
+        DBNAME,
+    )
+    rules = MaskingRules.from_config(
+        {"rules": [{"column": "*email*", "style": "partial"}], "binary": "refuse"}
+    )
+    config = replace(base_config, masking=rules, recordings_dir=tmp_path_factory.mktemp("rec-binary"))
+    handle = _run_gateway(config, TokenAuthority(load_key(base_config.token_key_file)), gw_db)
+    yield handle
+    _stop(handle)
+
+
+def bind_binary(portal: str, statement: str, params: tuple = ()) -> bytes:
+    return pw.Bind(portal, statement, params, (), (1,)).encode()
+
+
+def test_an_execute_with_no_describe_is_described_before_a_covered_binary_column_runs(
+    refusing_binary_gateway, gw_db
+):
+    gw = refusing_binary_gateway
+    s = raw_login(gw, gw.token("writer"))
+    update = "UPDATE bin_refuse SET email = 'x' || email WHERE id = 1 RETURNING email"
+    answers = exchange(s, parse("", update) + bind_binary("", "") + execute("") + SYNC)
+    assert errors(answers) == ["42501"] and not any(isinstance(m, pw.DataRow) for m in answers)
+    assert not any(isinstance(m, pw.RowDescription) for m in answers)  # the gateway's own Describe
+    assert gw_db.psql("SELECT email FROM bin_refuse", DBNAME) == "ann@example.com"
+    # No covered column: the rows come, and the client still sees only what it asked for.
+    answers = exchange(s, parse("", "SELECT id FROM bin_refuse") + bind_binary("", "") + execute("") + SYNC)
+    assert errors(answers) == [] and [bytes(m.values[0]) for m in answers if isinstance(m, pw.DataRow)] == [
+        b"\0\0\0\1"
+    ]
+    assert not any(isinstance(m, pw.RowDescription) for m in answers)
+    assert rows(exchange(s, query("SELECT id, email FROM bin_refuse"))) == [("1", "a***@example.com")]
+
+
+def test_a_binary_execute_whose_bind_fails_lets_the_session_carry_on(refusing_binary_gateway):
+    gw = refusing_binary_gateway
+    s = raw_login(gw, gw.token("reader"))
+    # The Bind lacks its parameter: the database fails it and skips the Describe the gateway
+    # asked for, and the Execute waiting on it, up to the Sync.
+    answers = exchange(
+        s, parse("", "SELECT email FROM bin_refuse WHERE id = $1") + bind_binary("", "") + execute("") + SYNC
+    )
+    assert errors(answers) == ["08P01"] and isinstance(answers[-1], pw.ReadyForQuery)
+    answers = exchange(
+        s,
+        parse("", "SELECT email FROM bin_refuse WHERE id = $1")
+        + bind_binary("", "", (b"1",))
+        + describe_portal("")
+        + execute("")
+        + SYNC,
+    )
+    assert errors(answers) == ["42501"] and not any(isinstance(m, pw.DataRow) for m in answers)
+    assert rows(exchange(s, query("SELECT id, email FROM bin_refuse"))) == [("1", "a***@example.com")]
+
+
 # ---------------------------------------------------------------- skip until Sync, COPY
 
 
