@@ -554,7 +554,8 @@ class Session:
     def _unmasked_copy_out(self, sql: str, classes: frozenset[str]) -> bool:
         """COPY ... TO STDOUT while masking applies: its data could not be matched to columns,
         so it is refused before it runs (a COPY of a DELETE ... RETURNING would still delete)."""
-        return self.masking is not None and "copy" in classes and copies_out(sql)
+        # A text that does not parse (one the gateway is unsure of, at Bind) counts as one.
+        return self.masking is not None and "copy" in classes and copies_out(sql) is not False
 
     def _refuse_simple(self, message: str, out: list[bytes], code: str = "42501", hint: str = "") -> None:
         err = pw.ErrorResponse.make(code, message, hint=hint).encode()
@@ -614,7 +615,13 @@ class Session:
             self._record(f"-- bind {msg.statement!r}", None, False, verdict.rule, "extended")
             self._refuse_extended(verdict.message, out)
             return
-        self._portals[msg.portal] = (self._statement_text(msg.statement), msg)
+        sql = self._statement_text(msg.statement)
+        if self._unmasked_copy_out(sql, verdict.classes):  # parsed before a reload brought masking
+            self._portals.pop(msg.portal, None)
+            self._record(sql, None, False, COPY_OUT_RULE, "extended")
+            self._refuse_extended(COPY_OUT_REFUSED, out, hint=COPY_OUT_HINT)
+            return
+        self._portals[msg.portal] = (sql, msg)
         self._pending.append(BIND)
         out.append(raw)
 
@@ -647,7 +654,9 @@ class Session:
             self._refuse_extended(problem, out)
             return
         params = params_for_record(bind, self.masking, self.ctx.resource) if bind and bind.params else None
-        if self._refuses_binary and bind is not None and 1 in bind.result_formats:
+        # A portal whose Bind the gateway no longer holds (bound before a simple Query, in a
+        # transaction) may be binary: its Describe answer tells.
+        if self._refuses_binary and (bind is None or 1 in bind.result_formats):
             masker = self._described_masker(name, out)
             if masker is not None and masker.refuse:
                 self._record(sql, params, False, BINARY_RULE, "extended")
@@ -855,7 +864,8 @@ class Session:
 
     def _withhold_copy_out(self) -> bool:
         """COPY ... TO STDOUT under masking that got past _unmasked_copy_out (masking came
-        with a reload after its Parse): none of its data goes out, and it ends in an error."""
+        with a reload between its Bind and its Execute): none of its data goes out, and it
+        ends in an error."""
         pending = self._pending
         head = pending[0] if pending else None
         if head is None or (head.kind is not Kind.EXECUTE and head.kind is not Kind.QUERY):

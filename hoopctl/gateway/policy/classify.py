@@ -133,13 +133,13 @@ def classify(sql: str) -> Classification:
     return Classification(tuple(statements), cacheable=cacheable)
 
 
-def copies_out(sql: str) -> bool:
-    """Whether `sql` holds a COPY ... TO STDOUT (only a top-level statement can be one).
-    Asked only of statements already classified `copy`, so the second parse is rare."""
+def copies_out(sql: str) -> bool | None:
+    """Whether `sql` holds a COPY ... TO STDOUT (only a top-level statement can be one); None
+    if it does not parse. Asked only of statements classified `copy`: the second parse is rare."""
     try:
         raw = parser.parse_sql(sql)
     except (parser.ParseError, RecursionError, UnicodeError, ValueError):
-        return False  # did not classify either: refused already
+        return None
     return any(
         isinstance(r.stmt, ast.CopyStmt) and not r.stmt.is_from and r.stmt.filename is None for r in raw or ()
     )
