@@ -8,6 +8,8 @@ Starts its own PostgreSQL (hoopctl.localpg), then, in separate processes:
   relay      a bare byte relay on uvloop (no parsing): the ceiling for a Python proxy
   gateway    the full gateway: policy (pglast), one masking rule, recording (--fsync, default batch)
   gateway2   the same with two worker processes on one port (SO_REUSEPORT)
+  --floor adds framing and recorded (benchmarks/proxy_floor.py): what any inspecting,
+  recording Python proxy must spend at least, to read the gateway's ratios against
 and runs `pgbench -S -c 8 -j 2 -T N` in simple and prepared mode against each,
 rotating the order every round. Prints the median TPS, the ratios and the mean
 latency the gateway adds; then, with one client, the latency a lone caller sees
@@ -38,6 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hoopctl.access.tokens import TokenAuthority, generate_key, load_key  # noqa: E402
 from hoopctl.localpg import LocalPostgres, free_port  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import proxy_floor  # noqa: E402
 
 DB = "bench"
 PGBOUNCER = "/usr/sbin/pgbouncer"
@@ -353,6 +358,9 @@ def main() -> None:
     ap.add_argument(
         "--ablate", action="store_true", help="add gateways without policy / masking / recording / all"
     )
+    ap.add_argument(
+        "--floor", action="store_true", help="add the framing-only and framing+recording floor proxies"
+    )
     ap.add_argument("--only", default="", help="comma-separated targets to run (default: all)")
     ap.add_argument(
         "--fsync", default="batch", choices=("batch", "os", "always"), help="the gateway's recording fsync"
@@ -430,6 +438,15 @@ def main() -> None:
                 )
                 owner[name] = procs[-1:]
                 targets[name] = (ports[name], body, sig)
+        if args.floor:
+            (work / "floor").mkdir()
+            for name, record_dir in (("framing", None), ("recorded", work / "floor")):
+                ports[name] = free_port()
+                procs.append(
+                    ctx.Process(target=proxy_floor.run, args=(ports[name], pg.port, record_dir), daemon=True)
+                )
+                owner[name] = procs[-1:]
+                targets[name] = (ports[name], "postgres", pg.password)
         for policy in filter(None, args.also_fsync.split(",")):
             name = f"gw-fsync-{policy}"
             ports[name] = free_port()
