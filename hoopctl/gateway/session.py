@@ -211,6 +211,9 @@ class Session:
         self._access_note: Any = UNSET  # _sync_access() within one batch of client messages
         self._ubuf = bytearray()
         self._cbuf = bytearray()  # client bytes not handled yet: an incomplete message, or held
+        # Input paused by a hold or a wait: (bytes, their frames, the frame it stopped at, end of
+        # the whole frames); what arrives meanwhile goes to _cbuf.
+        self._paused: tuple[bytes, list[tuple[int, int, int]], int, int] | None = None
         self._cneed = 0  # how many bytes _cbuf must hold before its first message is complete
         self._ended: list[Pending] = []  # finished statements whose result is not recorded yet
         self.stalled = False
@@ -261,6 +264,9 @@ class Session:
         if self.held:
             self._cbuf += data
             return
+        if self._paused is not None:
+            self._resume(data)
+            return
         if self._cbuf:
             # A large message arrives in many reads: gather it, and cut frames only once it
             # is whole (re-reading it on every read would cost O(size^2)).
@@ -270,35 +276,61 @@ class Session:
             buf = bytes(self._cbuf)
         else:
             buf = data
-        out: list[bytes] = []
-        used = 0
         self._access_note = UNSET
         try:
             frames, used = pw.split_frames(buf, self.ctx.max_message_size)
-            for tag, start, end in frames:
+        except pw.ProtocolError as exc:
+            self.fatal("08P01", f"protocol violation: {exc}")
+            return
+        if self._run_frames(buf, frames, 0, used):
+            self._keep_incomplete(buf, used)
+
+    def _run_frames(self, buf: bytes, frames: list[tuple[int, int, int]], index: int, used: int) -> bool:
+        """Handles frames[index:] and forwards what they let through; False if it stopped
+        (a statement paused the client's input, or the session ended)."""
+        out: list[bytes] = []
+        i, n = index - 1, len(frames)
+        try:
+            while (i := i + 1) < n:  # by index: a resumed pipeline is not sliced again
                 if self.closed:
-                    return
+                    return False
+                tag, start, end = frames[i]
                 try:
                     self._client_frame(tag, buf, start, end, out)
                 except (_Hold, _AwaitDescription) as pause:
-                    # Forward what came before; keep this message and the rest for later.
+                    # Forward what came before; this message and the rest wait where they are
+                    # (kept, not copied and cut again: a pipeline may pause at every Execute).
                     if out:
                         self.up.write(b"".join(out))
-                    self._cbuf = bytearray(buf[start:])
-                    self._cneed = 0
+                    self._paused = (buf, frames, i, used)
                     if type(pause) is _Hold:
                         self._start_hold(pause)
                     else:
                         self._await_description(pause.source)
-                    return
+                    return False
         except pw.ProtocolError as exc:
             if out:
                 self.up.write(b"".join(out))
             self.fatal("08P01", f"protocol violation: {exc}")
-            return
-        self._keep_incomplete(buf, used)
+            return False
         if out and not self.closed:
             self.up.write(b"".join(out))
+        return not self.closed
+
+    def _resume(self, data: bytes) -> None:
+        """Input paused by a hold or a wait goes on where it stopped, then what came meanwhile."""
+        buf, frames, index, used = self._paused
+        self._paused = None
+        later = bytes(self._cbuf) + data if self._cbuf else data
+        self._cbuf = bytearray()
+        self._cneed = 0
+        self._access_note = UNSET
+        if self._run_frames(buf, frames, index, used):
+            rest = buf[used:] + later if used < len(buf) else later
+            if rest:
+                self.from_client(rest)
+        elif self._paused is not None:
+            self._cbuf = bytearray(later)  # paused again: it waits behind the saved frames
 
     def _keep_incomplete(self, buf: bytes, used: int) -> None:
         rest = len(buf) - used
