@@ -206,7 +206,11 @@ class Session:
         self._statements: dict[str, str] = {}
         self._definitions = 0  # Parses and Closes of statements on their way
         self._defined_since_sync: set[str] = set()
-        self._portals: dict[str, tuple[str, pw.Bind]] = {}  # portal -> (SQL, its Bind)
+        self._portals: dict[str, tuple[str, pw.Bind, int]] = {}  # portal -> (SQL, its Bind, grant epoch)
+        # Bumped when grants are lost or the policy reloaded: a portal bound before is judged
+        # again at its Execute (a grant must not outlive its end in portals bound under it).
+        self._grant_epoch = 0
+        self._forgotten_epoch: int | None = None  # the oldest epoch a portal the gateway forgot may have
         self._described: dict[str, Pending] = {}  # portal -> the latest Describe of it
         self._access_note: Any = UNSET  # _sync_access() within one batch of client messages
         self._ubuf = bytearray()
@@ -248,6 +252,7 @@ class Session:
         policy = self._policy_getter()
         policy.inherit(self.policy)
         self.policy = policy
+        self._grant_epoch += 1
         self._take_masking()
         self._described.clear()  # planned under the old rules: ask again
 
@@ -443,8 +448,12 @@ class Session:
         """A simple Query may close, declare or replace any portal (and drops the unnamed one)."""
         if self._described:
             self._described.clear()
+        oldest = self._grant_epoch  # it may declare a cursor now
         if self._portals:
+            oldest = min(oldest, *(epoch for _, _, epoch in self._portals.values()))
             self._portals.clear()
+        if self._forgotten_epoch is None or oldest < self._forgotten_epoch:
+            self._forgotten_epoch = oldest
 
     def _describe(self, portal: bool, name: str, raw: bytes, out: list[bytes]) -> None:
         entry = Pending(Kind.DESCRIBE, portal=name if portal else None)
@@ -481,6 +490,8 @@ class Session:
                 self._event("grant-applied", request_id=request_id)
             self._grant_ids = ids
             self.policy.set_extra_grants(classes)
+            if lost:
+                self._grant_epoch += 1
             if lost and access.on_expiry == "end_session":
                 self.fatal("57P01", "terminating connection: a grant this session used has ended")
                 return "the session ended"
@@ -653,7 +664,7 @@ class Session:
             self._record(sql, None, False, COPY_OUT_RULE, "extended")
             self._refuse_extended(COPY_OUT_REFUSED, out, hint=COPY_OUT_HINT)
             return
-        self._portals[msg.portal] = (sql, msg)
+        self._portals[msg.portal] = (sql, msg, self._grant_epoch)
         self._pending.append(BIND)
         out.append(raw)
 
@@ -679,12 +690,18 @@ class Session:
 
     def _execute(self, name: str, raw: bytes, out: list[bytes]) -> None:
         portal = self._portals.get(name)
-        sql, bind = portal if portal else (f"-- execute portal {name!r}", None)
+        sql, bind, epoch = portal if portal else (f"-- execute portal {name!r}", None, self._forgotten_epoch)
         problem = self._sync_access() or self._gate(sql, "extended")
         if problem:
             self._record(sql, None, False, "credential", "extended")
             self._refuse_extended(problem, out)
             return
+        if epoch is not None and epoch != self._grant_epoch:
+            refused = self._judge_again(name, sql, bind)
+            if refused is not None:
+                self._record(sql, None, False, refused.rule, "extended")
+                self._refuse_extended(refused.message, out)
+                return
         params = params_for_record(bind, self.masking, self.ctx.resource) if bind and bind.params else None
         # A portal whose Bind the gateway no longer holds (bound before a simple Query, in a
         # transaction) may be binary: its Describe answer tells.
@@ -719,6 +736,20 @@ class Session:
         entry.describe = source
         self._pending.append(entry)
         out.append(raw)
+
+    def _judge_again(self, name: str, sql: str, bind: pw.Bind | None) -> Any:
+        """A portal bound before grants were lost (or the policy reloaded): its statement is
+        judged by today's grants, and one whose Bind the gateway forgot cannot be. Returns
+        the refusal, or None."""
+        if bind is None:
+            return Refused(
+                "this portal was bound before your access changed; bind it again", rule="access-changed"
+            )
+        verdict = self._verdict(self.policy.check_execute, bind.statement)
+        if not verdict.allowed:
+            return verdict
+        self._portals[name] = (sql, bind, self._grant_epoch)
+        return None
 
     def _described_masker(self, portal: str, out: list[bytes]) -> Any:
         """The masking plan of `portal`'s rows, known before its Execute is forwarded: with
@@ -834,6 +865,8 @@ class Session:
                 masker = UNSET
             elif tag == _Z:
                 self.status = chr(buf[start + 5])
+                if self.status == "I":
+                    self._forgotten_epoch = None  # out of a transaction: its portals are gone
                 masker = UNSET
                 if not self._ready():
                     return used

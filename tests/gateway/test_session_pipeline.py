@@ -377,3 +377,61 @@ def test_the_recording_of_a_bind_pipelined_after_a_parse_that_may_be_skipped_nam
     assert gw_db.psql("SELECT count(*) FROM pipeline_un4", DBNAME) == "1"
     [recorded] = statements(gw, "skipped-parse")
     assert "DELETE FROM pipeline_un4 WHERE a = 1" in recorded["text"]
+
+
+# ---------------------------------------------------------------- portals bound under a grant
+
+
+@pytest.fixture
+def granted(base_config, gw_db, tmp_path):
+    """A gateway whose `oncall` reader holds a writer grant; revoke() ends it."""
+    from hoopctl.access.admin import RoleAccess
+
+    two_rows(gw_db, "pipeline_jit")
+    config = replace(
+        base_config,
+        policy=Policy.from_roles({"reader": ["read"], "writer": ["read", "write"]}),
+        access=access_config(tmp_path, writer=RoleAccess(mode="request")),
+        recordings_dir=tmp_path / "rec",
+    )
+    handle = _run_gateway(config, TokenAuthority(load_key(config.token_key_file)), gw_db)
+    service = handle.gateway.broker.service
+    grant = service.approve(service.request("oncall", DBNAME, "writer", 600, "incident").id, "alice")
+    handle.gateway.broker.state.refresh()
+
+    def revoke() -> None:
+        service.revoke(grant.id, "alice")
+        handle.gateway.broker.state.refresh()
+
+    handle.revoke = revoke
+    yield handle
+    _stop(handle)
+
+
+@pytest.mark.parametrize("forgotten", [False, True], ids=["known-portal", "portal-after-a-query"])
+def test_a_portal_bound_under_a_grant_cannot_run_after_the_grant_ends(granted, gw_db, forgotten):
+    s = raw_login(granted, granted.token(role="reader", identity="oncall"))
+    exchange(s, query("BEGIN"))
+    assert errors(exchange(s, parse("", "DELETE FROM pipeline_jit") + bind("p", "") + SYNC)) == []
+    if forgotten:  # a simple Query makes the gateway forget the portal's Bind
+        exchange(s, query("SELECT 1"))
+    granted.revoke()
+    assert errors(exchange(s, execute("p") + SYNC)) == ["42501"]
+    exchange(s, query("COMMIT"))
+    assert gw_db.psql("SELECT count(*) FROM pipeline_jit", DBNAME) == "2", "the DELETE ran after the grant"
+    # Reads still run: only what the grant gave is gone.
+    assert errors(exchange(s, parse("r", "SELECT 1") + bind("", "r") + execute("") + SYNC)) == []
+    refused = [r for r in statements(granted, "oncall") if not r["allowed"]]
+    assert [r["rule"] for r in refused] == ["access-changed" if forgotten else "write-not-granted"]
+
+
+def test_a_portal_bound_before_a_reload_is_judged_by_the_new_policy(fresh_gateway, gw_db):
+    gw = fresh_gateway
+    two_rows(gw_db, "pipeline_reload")
+    s = raw_login(gw, gw.token("writer"))
+    exchange(s, query("BEGIN"))
+    assert errors(exchange(s, parse("", "DELETE FROM pipeline_reload") + bind("p", "") + SYNC)) == []
+    reload(gw, replace(gw.config, policy=Policy.from_roles({"reader": ["read"], "writer": ["read"]})))
+    assert errors(exchange(s, execute("p") + SYNC)) == ["42501"]
+    exchange(s, query("COMMIT"))
+    assert gw_db.psql("SELECT count(*) FROM pipeline_reload", DBNAME) == "2"
