@@ -774,8 +774,8 @@ class Session:
 
     def _description_arrived(self) -> None:
         """The awaited Describe was answered, or dropped by an error: the Execute goes on."""
+        self.held = False  # before `awaiting`: a scrape between the two must not see an approval hold
         self.awaiting = None
-        self.held = False
         if not self.closed:
             if not self.up_full:
                 self.client.resume_reading()
