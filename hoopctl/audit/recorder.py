@@ -504,8 +504,9 @@ class SessionRecording:
         return self.fsync()
 
     def journal_failed(self, exc: OSError) -> None:
-        """Fail the session: the journal cannot make its records durable any more.
-        Its sealed results go to the file first: the ledger's count includes them."""
+        """Fail the session: records cannot be made durable any more (the journal failed,
+        or a checkpoint's fsync did). Its sealed results go to the file first: the
+        ledger's count includes them."""
         self.write_held()
         with self._wlock:
             self._error = self._error or exc
@@ -925,11 +926,19 @@ class Recorder:
         except OSError as exc:
             self._journal_failed(exc, sessions)
             return
+        failed: OSError | None = None
         for rec in list(self._unsynced):
             if not rec.checkpoint():
-                self._pinned = True
-                self._failed = self._failed or rec._error or OSError(errno.EIO, "a session file failed")
-                log.error("a session file could not be made durable: keeping the journal for recovery")
+                failed = failed or rec._error or OSError(errno.EIO, "a session file failed")
+        if failed is not None:
+            # The journal now holds the only durable copy: it is never emptied again. Every
+            # session stops, as PostgreSQL stops after a failed fsync: sessions that went on
+            # would grow a journal that can no longer be emptied, without bound.
+            self._pinned = True
+            self._failed = self._failed or failed
+            for rec in sessions:
+                rec.journal_failed(failed)
+            log.error("a session file could not be made durable: every session stops; the journal is kept")
 
     # -- recovery -----------------------------------------------------------------
 

@@ -233,9 +233,10 @@ def test_a_session_opened_during_a_pass_keeps_its_journaled_records(tmp_path, mo
     assert texts(cut, b.sid) == ["DELETE FROM accounts"]
 
 
-def test_a_failed_checkpoint_fsync_keeps_the_journal(tmp_path, monkeypatch):
+def test_a_failed_checkpoint_fsync_keeps_the_journal_and_stops_every_session(tmp_path, monkeypatch):
     """a's checkpoint fdatasync fails (EIO): the journal is then the only durable
-    copy of a's statement, and no later checkpoint may empty it."""
+    copy of a's statement, and no later checkpoint may empty it. Every session stops
+    (c too), so the journal cannot grow without bound while it is kept."""
     d, cut, r = parked(tmp_path, monkeypatch)
     a = r.open_session("a", (), "c", "db", "read")
     c = r.open_session("c", (), "c", "db", "read")
@@ -250,10 +251,13 @@ def test_a_failed_checkpoint_fsync_keeps_the_journal(tmp_path, monkeypatch):
         real(fd)
 
     monkeypatch.setattr(os, "fdatasync", eio_for_a)
-    r._checkpoint([a, c])  # a's fsync fails (logged, a marked failed)
+    r._checkpoint([a, c])  # a's fsync fails (logged, every session failed)
     monkeypatch.setattr(os, "fdatasync", powercut.fdatasync)
-    c.statement("SELECT 1", None, True, "read", "simple")
-    one_pass(r, [a, c], checkpoint=True)  # switches back: truncates the journal holding a's record
+    with pytest.raises(RecordingError):
+        c.statement("SELECT 1", None, True, "read", "simple")
+    with pytest.raises(RecordingError):
+        r.open_session("d", (), "c", "db", "read")
+    one_pass(r, [a, c], checkpoint=True)  # would switch back, truncating the journal holding a's record
     powercut.cut(d, cut)
     park(r)
     Recorder(cut).close()
