@@ -178,6 +178,9 @@ class _AllowAll:
     def close_statement(self, name: str) -> None:
         pass
 
+    def bind_portal(self, name: str, classes: frozenset) -> None:
+        pass
+
 
 class _NoRecording:
     """Ablation only (--ablate): a recorder that writes nothing."""

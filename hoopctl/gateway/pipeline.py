@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from hoopctl.gateway import pgwire as pw
 
@@ -75,6 +75,15 @@ class Definition:
         self.name = name
         self.sql = sql  # None for a Close
         self.classes = classes
+
+
+class Portal(NamedTuple):
+    """A portal the client bound, as its Bind left it."""
+
+    sql: str  # what it runs, for the recording
+    bind: pw.Bind
+    epoch: int  # the session's grant epoch at the Bind: judged again at Execute once it moved
+    classes: frozenset[str]  # what the Bind was allowed to run (a statement name may be re-parsed since)
 
 
 class Marker:

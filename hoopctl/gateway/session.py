@@ -52,6 +52,7 @@ from hoopctl.gateway.pipeline import (
     Definition,
     Kind,
     Pending,
+    Portal,
     Refused,
     error_message,
     params_for_record,
@@ -206,7 +207,7 @@ class Session:
         self._statements: dict[str, str] = {}
         self._definitions = 0  # Parses and Closes of statements on their way
         self._defined_since_sync: set[str] = set()
-        self._portals: dict[str, tuple[str, pw.Bind, int]] = {}  # portal -> (SQL, its Bind, grant epoch)
+        self._portals: dict[str, Portal] = {}
         # Bumped when grants are lost or the policy reloaded: a portal bound before is judged
         # again at its Execute (a grant must not outlive its end in portals bound under it).
         self._grant_epoch = 0
@@ -439,7 +440,7 @@ class Session:
             self._defined_since_sync.add(msg.name)
             self._statements.pop(msg.name, None)
         else:
-            self._portals.pop(msg.name, None)
+            self._drop_portal(msg.name)
             self._described.pop(msg.name, None)
             self._pending.append(CLOSE_PORTAL)
         out.append(raw)
@@ -450,10 +451,20 @@ class Session:
             self._described.clear()
         oldest = self._grant_epoch  # it may declare a cursor now
         if self._portals:
-            oldest = min(oldest, *(epoch for _, _, epoch in self._portals.values()))
+            oldest = min(oldest, *(portal.epoch for portal in self._portals.values()))
             self._portals.clear()
-        if self._forgotten_epoch is None or oldest < self._forgotten_epoch:
-            self._forgotten_epoch = oldest
+        self._forgotten(oldest)
+
+    def _drop_portal(self, name: str) -> None:
+        """The gateway stops knowing `name`, which the database may keep (a refused Bind never
+        reaches it, a Close after an error is skipped): from now on it counts as forgotten."""
+        portal = self._portals.pop(name, None)
+        if portal is not None:
+            self._forgotten(portal.epoch)
+
+    def _forgotten(self, epoch: int) -> None:
+        if self._forgotten_epoch is None or epoch < self._forgotten_epoch:
+            self._forgotten_epoch = epoch
 
     def _describe(self, portal: bool, name: str, raw: bytes, out: list[bytes]) -> None:
         entry = Pending(Kind.DESCRIBE, portal=name if portal else None)
@@ -648,23 +659,25 @@ class Session:
         self._described.pop(msg.portal, None)
         problem = self._sync_access()
         if problem:
-            self._portals.pop(msg.portal, None)
+            self._drop_portal(msg.portal)
             self._record(self._statement_text(msg.statement), None, False, "credential", "extended")
             self._refuse_extended(problem, out)
             return
         verdict = self._verdict(self.policy.check_execute, msg.statement)
         if not verdict.allowed:
-            self._portals.pop(msg.portal, None)
+            self._drop_portal(msg.portal)
             self._record(f"-- bind {msg.statement!r}", None, False, verdict.rule, "extended")
             self._refuse_extended(verdict.message, out)
             return
         sql = self._statement_text(msg.statement)
         if self._unmasked_copy_out(sql, verdict.classes):  # parsed before a reload brought masking
-            self._portals.pop(msg.portal, None)
+            self._drop_portal(msg.portal)
             self._record(sql, None, False, COPY_OUT_RULE, "extended")
             self._refuse_extended(COPY_OUT_REFUSED, out, hint=COPY_OUT_HINT)
             return
-        self._portals[msg.portal] = (sql, msg, self._grant_epoch)
+        self._portals[msg.portal] = Portal(sql, msg, self._grant_epoch, verdict.classes)
+        if msg.portal:  # SQL FETCH can run a named portal: it must need what the portal runs
+            self.policy.bind_portal(msg.portal, verdict.classes)
         self._pending.append(BIND)
         out.append(raw)
 
@@ -690,14 +703,17 @@ class Session:
 
     def _execute(self, name: str, raw: bytes, out: list[bytes]) -> None:
         portal = self._portals.get(name)
-        sql, bind, epoch = portal if portal else (f"-- execute portal {name!r}", None, self._forgotten_epoch)
+        if portal is not None:
+            sql, bind, epoch = portal.sql, portal.bind, portal.epoch
+        else:
+            sql, bind, epoch = f"-- execute portal {name!r}", None, self._forgotten_epoch
         problem = self._sync_access() or self._gate(sql, "extended")
         if problem:
             self._record(sql, None, False, "credential", "extended")
             self._refuse_extended(problem, out)
             return
         if epoch is not None and epoch != self._grant_epoch:
-            refused = self._judge_again(name, sql, bind)
+            refused = self._judge_again(name, portal)
             if refused is not None:
                 self._record(sql, None, False, refused.rule, "extended")
                 self._refuse_extended(refused.message, out)
@@ -737,18 +753,18 @@ class Session:
         self._pending.append(entry)
         out.append(raw)
 
-    def _judge_again(self, name: str, sql: str, bind: pw.Bind | None) -> Any:
-        """A portal bound before grants were lost (or the policy reloaded): its statement is
-        judged by today's grants, and one whose Bind the gateway forgot cannot be. Returns
-        the refusal, or None."""
-        if bind is None:
+    def _judge_again(self, name: str, portal: Portal | None) -> Any:
+        """A portal bound before grants were lost (or the policy reloaded): what its Bind was
+        allowed to run is judged by today's grants, and one the gateway forgot cannot be.
+        Returns the refusal, or None."""
+        if portal is None:
             return Refused(
                 "this portal was bound before your access changed; bind it again", rule="access-changed"
             )
-        verdict = self._verdict(self.policy.check_execute, bind.statement)
+        verdict = self._verdict(self.policy.check_classes, portal.classes)
         if not verdict.allowed:
             return verdict
-        self._portals[name] = (sql, bind, self._grant_epoch)
+        self._portals[name] = portal._replace(epoch=self._grant_epoch)
         return None
 
     def _described_masker(self, portal: str, out: list[bytes]) -> Any:
@@ -865,11 +881,12 @@ class Session:
                 masker = UNSET
             elif tag == _Z:
                 self.status = chr(buf[start + 5])
-                if self.status == "I":
-                    self._forgotten_epoch = None  # out of a transaction: its portals are gone
                 masker = UNSET
                 if not self._ready():
                     return used
+                if self.status == "I" and not pending:
+                    # Out of a transaction with nothing sent after: its portals are gone.
+                    self._forgotten_epoch = None
             elif tag in (_T, _n):
                 head = pending[0] if pending else None
                 kind = head.kind if head is not None else None

@@ -425,6 +425,125 @@ def test_a_portal_bound_under_a_grant_cannot_run_after_the_grant_ends(granted, g
     assert [r["rule"] for r in refused] == ["access-changed" if forgotten else "write-not-granted"]
 
 
+def extended(sql: str) -> bytes:
+    return parse("", sql) + bind("", "") + execute("") + SYNC
+
+
+def oncall(handle):
+    return raw_login(handle, handle.token(role="reader", identity="oncall"))
+
+
+def bind_delete_in_a_transaction(s) -> None:
+    # BEGIN by the extended protocol: a simple Query would make the gateway forget the portals.
+    assert errors(exchange(s, extended("BEGIN"))) == []
+    assert errors(exchange(s, parse("", "DELETE FROM pipeline_jit") + bind("p", "") + SYNC)) == []
+
+
+def test_a_portal_of_the_unnamed_statement_is_judged_by_what_it_ran_not_what_it_runs_now(granted, gw_db):
+    s = oncall(granted)
+    bind_delete_in_a_transaction(s)
+    # The unnamed statement is replaced by a read; the portal still runs the DELETE.
+    assert errors(exchange(s, parse("", "SELECT 1") + SYNC)) == []
+    granted.revoke()
+    assert errors(exchange(s, execute("p") + SYNC)) == ["42501"]
+    exchange(s, query("COMMIT"))
+    assert gw_db.psql("SELECT count(*) FROM pipeline_jit", DBNAME) == "2", "the DELETE ran after the grant"
+
+
+def test_a_portal_the_gateway_dropped_but_the_database_kept_is_judged_again(granted, gw_db):
+    s = oncall(granted)
+    bind_delete_in_a_transaction(s)
+    assert errors(exchange(s, extended("SAVEPOINT s"))) == []
+    granted.revoke()
+    # A refused re-Bind of `p` never reaches the database: its `p` (the DELETE) stays, and a
+    # ROLLBACK TO SAVEPOINT clears the error the refusal caused.
+    assert errors(exchange(s, bind("p", "nosuch") + SYNC)) == ["42501"]
+    assert errors(exchange(s, extended("ROLLBACK TO SAVEPOINT s"))) == []
+    assert errors(exchange(s, execute("p") + SYNC)) == ["42501"]
+    exchange(s, query("COMMIT"))
+    assert gw_db.psql("SELECT count(*) FROM pipeline_jit", DBNAME) == "2", "the DELETE ran after the grant"
+
+
+def test_a_close_the_database_skipped_does_not_free_a_portal_from_its_judgment(granted, gw_db):
+    s = oncall(granted)
+    bind_delete_in_a_transaction(s)
+    assert errors(exchange(s, extended("SAVEPOINT s"))) == []
+    # The division fails: the database skips the Close that follows; the gateway forgets `p`.
+    failing = parse("", "SELECT 1/0") + bind("", "") + execute("") + close("P", "p") + SYNC
+    assert errors(exchange(s, failing)) == ["22012"]
+    assert errors(exchange(s, extended("ROLLBACK TO SAVEPOINT s"))) == []
+    granted.revoke()
+    assert errors(exchange(s, execute("p") + SYNC)) == ["42501"]
+    exchange(s, query("COMMIT"))
+    assert gw_db.psql("SELECT count(*) FROM pipeline_jit", DBNAME) == "2", "the DELETE ran after the grant"
+
+
+def test_an_idle_ready_for_query_answering_an_earlier_sync_does_not_reset_a_later_forget(granted, gw_db):
+    s = oncall(granted)
+    # The first Sync's ReadyForQuery ('I') comes back after the gateway forgot `p` at the Query.
+    batch = (
+        SYNC
+        + query("BEGIN")
+        + parse("", "DELETE FROM pipeline_jit")
+        + bind("p", "")
+        + SYNC
+        + query("SELECT 1")
+    )
+    assert errors(exchange(s, batch, count=4)) == []
+    granted.revoke()
+    assert errors(exchange(s, execute("p") + SYNC)) == ["42501"]
+    exchange(s, query("COMMIT"))
+    assert gw_db.psql("SELECT count(*) FROM pipeline_jit", DBNAME) == "2", "the DELETE ran after the grant"
+
+
+def test_a_cursor_declared_under_a_grant_cannot_write_at_its_fetch_after_the_grant(granted, gw_db):
+    gw_db.psql("DROP SEQUENCE IF EXISTS pipeline_seq; CREATE SEQUENCE pipeline_seq", DBNAME)
+    s = oncall(granted)
+    exchange(s, query("BEGIN"))
+    declare = "DECLARE c CURSOR FOR SELECT nextval('pipeline_seq') FROM generate_series(1, 5)"
+    assert errors(exchange(s, query(declare))) == []
+    granted.revoke()
+    assert errors(exchange(s, query("FETCH ALL c"))) == ["42501"]
+    exchange(s, query("ROLLBACK"))
+    called = gw_db.psql("SELECT is_called FROM pipeline_seq", DBNAME)
+    assert called == "f", "nextval (write) ran after the grant"
+
+
+def test_a_readers_own_portal_runs_after_a_grant_it_never_used_ends(granted, gw_db):
+    s = oncall(granted)
+    exchange(s, query("BEGIN"))
+    assert (
+        errors(exchange(s, parse("r", "SELECT a FROM pipeline_jit ORDER BY a") + bind("p", "r") + SYNC)) == []
+    )
+    granted.revoke()
+    answers = exchange(s, execute("p") + SYNC)
+    assert errors(answers) == []
+    assert len([m for m in answers if isinstance(m, pw.DataRow)]) == 2
+    exchange(s, query("COMMIT"))
+
+
+def test_a_portal_bound_under_a_grant_cannot_run_by_sql_fetch_after_it(granted, gw_db):
+    # SQL FETCH runs a protocol portal by name: bound to a DELETE ... RETURNING, it deletes.
+    s = oncall(granted)
+    exchange(s, query("BEGIN"))
+    delete = "DELETE FROM pipeline_jit RETURNING a"
+    assert errors(exchange(s, parse("", delete) + bind("p", "") + SYNC)) == []
+    granted.revoke()
+    assert errors(exchange(s, query("FETCH ALL FROM p"))) == ["42501"]
+    exchange(s, query("COMMIT"))
+    assert gw_db.psql("SELECT count(*) FROM pipeline_jit", DBNAME) == "2", "the DELETE ran after the grant"
+
+
+def test_a_statement_executing_a_sql_prepared_name_is_judged_at_each_bind(granted, gw_db):
+    # "EXECUTE x" parsed under the grant: what x runs is looked up at each Bind, not at the Parse.
+    s = oncall(granted)
+    assert errors(exchange(s, query("PREPARE x AS DELETE FROM pipeline_jit"))) == []
+    assert errors(exchange(s, parse("s", "EXECUTE x") + SYNC)) == []
+    granted.revoke()
+    assert errors(exchange(s, bind("", "s") + execute("") + SYNC)) == ["42501"]
+    assert gw_db.psql("SELECT count(*) FROM pipeline_jit", DBNAME) == "2", "the DELETE ran after the grant"
+
+
 def test_a_portal_bound_before_a_reload_is_judged_by_the_new_policy(fresh_gateway, gw_db):
     gw = fresh_gateway
     two_rows(gw_db, "pipeline_reload")

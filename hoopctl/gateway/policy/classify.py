@@ -6,6 +6,7 @@ as the statement's top. The classes, granted to roles by the policy:
 
 =================  =====================================================================
 read               SELECT, VALUES, TABLE, plain EXPLAIN, FETCH, DECLARE CURSOR over a read
+                   (the policy adds to a FETCH what its cursor or portal runs)
 write              INSERT/UPDATE/DELETE/MERGE anywhere in the tree (data-modifying CTEs
                    included), SELECT ... FOR UPDATE/SHARE (row locks), SELECT INTO,
                    CREATE TABLE AS, TRUNCATE, REFRESH MATERIALIZED VIEW, NOTIFY,
@@ -80,6 +81,8 @@ class StatementClass:
     prepares: str | None = None  # PREPARE name AS ...: the name; `classes` are the query's
     deallocates: str | None = None
     deallocates_all: bool = False  # DEALLOCATE ALL, DISCARD ALL
+    declares: str | None = None  # DECLARE name CURSOR FOR ...: the name; `classes` are the query's
+    fetches: str | None = None  # FETCH/MOVE ... name: it runs what the cursor (or portal) runs
 
     @property
     def plain(self) -> bool:
@@ -91,6 +94,8 @@ class StatementClass:
             or self.prepares is not None
             or self.deallocates is not None
             or self.deallocates_all
+            or self.declares is not None
+            or self.fetches is not None
         )
 
 
@@ -156,6 +161,8 @@ class _Walk:
         self.prepares: str | None = None
         self.deallocates: str | None = None
         self.deallocates_all = False
+        self.declares: str | None = None
+        self.fetches: str | None = None
         self.cacheable = True
         self.stack: list[tuple[object, bool]] = []
 
@@ -183,6 +190,8 @@ class _Walk:
             prepares=self.prepares,
             deallocates=self.deallocates,
             deallocates_all=self.deallocates_all,
+            declares=self.declares,
+            fetches=self.fetches,
         )
 
     def children(self, node: ast.Node, plan_only: bool, skip: tuple[str, ...] = ()) -> None:
@@ -254,7 +263,6 @@ _simple(
 
 _simple("session", ast.VariableShowStmt, ast.ListenStmt, ast.UnlistenStmt, ast.ClosePortalStmt)
 _simple("session", ast.ConstraintsSetStmt)
-_simple("read", ast.FetchStmt, ast.DeclareCursorStmt)
 _simple("write", ast.NotifyStmt)
 _simple("write ddl", ast.TruncateStmt, ast.RefreshMatViewStmt)
 _simple("lock", ast.LockStmt)
@@ -396,6 +404,22 @@ def _prepare(walk: _Walk, node: ast.PrepareStmt, plan_only: bool) -> None:
 @_handles(ast.ExecuteStmt)
 def _execute(walk: _Walk, node: ast.ExecuteStmt, plan_only: bool) -> None:
     walk.executes.append(node.name)
+    walk.children(node, plan_only)
+
+
+@_handles(ast.DeclareCursorStmt)
+def _declare(walk: _Walk, node: ast.DeclareCursorStmt, plan_only: bool) -> None:
+    walk.classes.update(READ)
+    walk.declares = node.portalname
+    walk.children(node, plan_only)
+
+
+@_handles(ast.FetchStmt)
+def _fetch(walk: _Walk, node: ast.FetchStmt, plan_only: bool) -> None:
+    # A cursor runs its query as it is fetched, and a protocol portal (bound to a DELETE ...
+    # RETURNING, say) can be fetched by name too: the policy adds what the name runs.
+    walk.classes.update(READ)
+    walk.fetches = node.portalname
     walk.children(node, plan_only)
 
 

@@ -219,6 +219,10 @@ class SessionPolicy:
         self._grants = self._compute_grants()
         self._prepared: dict[str, frozenset[str]] = {}
         self._history: dict[str, frozenset[str]] = {}
+        # Statement names whose classes name others (EXECUTE x, FETCH c): resolved at each Bind.
+        self._with_refs: set[str] = set()
+        # Cursors and named portals -> everything the name ran in this session (FETCH runs it).
+        self._cursors: dict[str, frozenset[str]] = {}
 
     @property
     def grants(self) -> frozenset[str]:
@@ -241,6 +245,8 @@ class SessionPolicy:
         just-in-time grants."""
         self._prepared = dict(old._prepared)
         self._history = dict(old._history)
+        self._with_refs = set(old._with_refs)
+        self._cursors = dict(old._cursors)
         self.set_extra_grants(old._extra)
 
     def check_query(self, sql: str) -> Verdict:
@@ -280,7 +286,44 @@ class SessionPolicy:
         stored = self._prepared.get(name)
         if stored is None:
             return self._refuse(f"unknown-prepared-statement:{name}", frozenset(), None)
+        if name in self._with_refs:
+            resolved = self._resolve(stored)
+            if isinstance(resolved, Verdict):
+                return resolved
+            stored = resolved
         return self._judge_classes(stored, self.grants)
+
+    def check_classes(self, classes: frozenset[str]) -> Verdict:
+        """A portal bound earlier: what its Bind was allowed to run, judged by today's grants."""
+        return self._judge_classes(classes, self.grants)
+
+    def bind_portal(self, name: str, classes: frozenset[str]) -> None:
+        """A named portal was bound to run `classes`: a FETCH of it by name runs them too."""
+        if name:
+            self._cursors[name] = self._cursors.get(name, frozenset()) | classes
+
+    def _resolve(self, classes: frozenset[str], depth: int = 0) -> frozenset[str] | Verdict:
+        """`classes` with each reference (EXECUTE x, FETCH c) replaced by what that name runs
+        now; a refusal if a prepared name is unknown or the references go too deep."""
+        out: set[str] = set()
+        for cls in classes:
+            if not cls.startswith(_REF):
+                out.add(cls)
+                continue
+            kind, _, name = cls[1:].partition(":")
+            if kind == "fetch":
+                out |= self._cursors.get(name, frozenset())
+                continue
+            runs = self._prepared.get(name)
+            if runs is None:
+                return self._refuse(f"unknown-prepared-statement:{name}", frozenset(), None)
+            if depth >= _MAX_REF_DEPTH:
+                return self._refuse("prepared-statements-nested-too-deeply", frozenset(), None)
+            runs = self._resolve(runs, depth + 1)
+            if isinstance(runs, Verdict):
+                return runs
+            out |= runs
+        return frozenset(out)
 
     def close_statement(self, name: str) -> None:
         """The database closed a prepared statement (protocol-level Close)."""
@@ -311,11 +354,19 @@ class SessionPolicy:
                 runs = current.get(name)
                 if runs is None:
                     return self._refuse(f"unknown-prepared-statement:{name}", found.classes, None)
+                if name in self._with_refs:
+                    runs = self._resolve(runs)
+                    if isinstance(runs, Verdict):
+                        return runs
                 needed = needed | runs
+            if statement.fetches is not None:
+                needed = needed | self._cursors.get(statement.fetches, frozenset())
             verdict = self._judge_classes(needed, grants)
             if not verdict.allowed:
                 return verdict
             total |= needed
+            if statement.declares is not None:
+                self.bind_portal(statement.declares, needed)
             if (
                 statement.prepares is not None
                 or statement.deallocates is not None
@@ -346,6 +397,8 @@ class SessionPolicy:
             classes = classes | self._history.get(name, frozenset())
             self._history[name] = classes
         into[name] = classes
+        if any(cls.startswith(_REF) for cls in classes):
+            self._with_refs.add(name)
 
     def _judge_classes(self, needed: frozenset[str], grants: frozenset[str]) -> Verdict:
         missing = needed - grants
@@ -399,11 +452,25 @@ def _allowed(classes: frozenset[str]) -> Verdict:
     return verdict
 
 
+# A reference in a prepared statement's classes, resolved at each Bind: "@execute:NAME" for
+# SQL EXECUTE (the name may be prepared anew, or the grants that allowed it lost, since the
+# Parse) and "@fetch:NAME" for FETCH/MOVE of a cursor or portal.
+_REF = "@"
+_MAX_REF_DEPTH = 4
+
+
 def _stored(statement: StatementClass) -> frozenset[str]:
-    """What a prepared statement will need when executed: its classes, and `unknown` if it had any."""
+    """What a prepared statement will need when executed: its classes, `unknown` if it had any,
+    and references to the names it executes or fetches."""
+    stored = statement.classes
     if statement.unknown:
-        return statement.classes | {UNKNOWN_GRANT}
-    return statement.classes
+        stored = stored | {UNKNOWN_GRANT}
+    if statement.executes or statement.fetches is not None:
+        refs = {f"{_REF}execute:{name}" for name in statement.executes}
+        if statement.fetches is not None:
+            refs.add(f"{_REF}fetch:{statement.fetches}")
+        stored = stored | refs
+    return stored
 
 
 def _kind(value: object) -> str:
