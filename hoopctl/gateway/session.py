@@ -295,9 +295,8 @@ class Session:
         """Handles frames[index:] and forwards what they let through; False if it stopped
         (a statement paused the client's input, or the session ended)."""
         out: list[bytes] = []
-        i, n = index - 1, len(frames)
         try:
-            while (i := i + 1) < n:  # by index: a resumed pipeline is not sliced again
+            for i in range(index, len(frames)):  # by index: a resumed pipeline is not sliced again
                 if self.closed:
                     return False
                 tag, start, end = frames[i]
@@ -589,7 +588,11 @@ class Session:
         verdict = None if problem else self._verdict(self.policy.check_query, sql)
         if verdict is not None and not verdict.allowed:
             problem = self._maybe_hold(sql, verdict)
-        elif verdict is not None and self._unmasked_copy_out(sql, verdict.classes):
+        elif (
+            verdict is not None
+            and "copy" in verdict.classes
+            and self._unmasked_copy_out(sql, verdict.classes)
+        ):
             self._record(sql, None, False, COPY_OUT_RULE, "simple")
             self._refuse_simple(COPY_OUT_REFUSED, out, hint=COPY_OUT_HINT)
             return
@@ -670,7 +673,9 @@ class Session:
             self._refuse_extended(verdict.message, out)
             return
         sql = self._statement_text(msg.statement)
-        if self._unmasked_copy_out(sql, verdict.classes):  # parsed before a reload brought masking
+        if "copy" in verdict.classes and self._unmasked_copy_out(
+            sql, verdict.classes
+        ):  # parsed before a reload brought masking
             self._drop_portal(msg.portal)
             self._record(sql, None, False, COPY_OUT_RULE, "extended")
             self._refuse_extended(COPY_OUT_REFUSED, out, hint=COPY_OUT_HINT)

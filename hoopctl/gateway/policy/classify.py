@@ -44,7 +44,7 @@ EXPLAIN options with a value) mark the classification `cacheable=False`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pglast import ast, enums, parser
 
@@ -83,11 +83,12 @@ class StatementClass:
     deallocates_all: bool = False  # DEALLOCATE ALL, DISCARD ALL
     declares: str | None = None  # DECLARE name CURSOR FOR ...: the name; `classes` are the query's
     fetches: str | None = None  # FETCH/MOVE ... name: it runs what the cursor (or portal) runs
+    # Judged by its classes alone: no names it runs or defines, nothing unknown or refused.
+    # Set once (classifications are cached and judged at every statement).
+    plain: bool = field(init=False, default=False)
 
-    @property
-    def plain(self) -> bool:
-        """Judged by its classes alone: no prepared statements, nothing unknown or refused."""
-        return not (
+    def __post_init__(self) -> None:
+        plain = not (
             self.executes
             or self.refused
             or self.unknown
@@ -97,6 +98,7 @@ class StatementClass:
             or self.declares is not None
             or self.fetches is not None
         )
+        object.__setattr__(self, "plain", plain)
 
 
 @dataclass(frozen=True, slots=True)
