@@ -28,6 +28,19 @@ def test_psycopg_reads_through_the_gateway(gateway):
         assert conn.info.backend_pid != 0
 
 
+def test_psycopg_server_side_cursor_reads_and_cannot_lock_rows(gateway):
+    # A named cursor is DECLARE then FETCH: the FETCH needs what the cursor runs.
+    with psycopg.connect(gateway.dsn(gateway.token("reader"))) as conn:
+        with conn.cursor(name="accounts_cursor") as cur:
+            cur.itersize = 7
+            cur.execute("SELECT id FROM accounts WHERE id <= %s ORDER BY id", (20,))
+            assert [row[0] for row in cur] == list(range(1, 21))
+        conn.rollback()
+        with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.cursor(name="locking") as cur:
+            cur.execute("SELECT id FROM accounts FOR UPDATE")
+            cur.fetchall()
+
+
 def test_reader_write_refused_and_table_unchanged(gateway):
     with psycopg.connect(gateway.dsn(gateway.token("reader")), autocommit=True) as conn:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
