@@ -123,6 +123,19 @@ class _Hold(Exception):
         self.sql, self.role = sql, role
 
 
+# PostgreSQL keeps the first NAMEDATALEN-1 bytes of a statement or portal name, so two longer
+# names can be one to it and two to the gateway (which judges them apart): longer ones end the
+# connection, as no client sends them.
+MAX_NAME = 63
+NAME_TOO_LONG = f"statement and portal names are limited to {MAX_NAME} bytes"
+
+
+def _check_names(*names: str) -> None:
+    for name in names:
+        if len(name) > MAX_NAME // 4 and len(name.encode()) > MAX_NAME:
+            raise pw.ProtocolError(NAME_TOO_LONG)
+
+
 class _AwaitDescription(Exception):
     """An Execute whose rows `binary: refuse` may refuse: its portal's description comes first."""
 
@@ -359,13 +372,18 @@ class Session:
             nul = buf.find(b"\0", start + 5, end)
             if nul < 0 or end - nul != 5:
                 raise pw.ProtocolError("Execute: malformed message")
+            if nul - start - 5 > MAX_NAME:
+                raise pw.ProtocolError(NAME_TOO_LONG)
             try:
                 portal = buf[start + 5 : nul].decode()
             except UnicodeDecodeError:
                 raise pw.ProtocolError("Execute: portal name is not valid UTF-8") from None
             self._execute(portal, buf[start:end], out)
         elif tag == _B:
-            self._bind(pw.read_bind(buf, start + 5, end), buf[start:end], out)
+            msg = pw.read_bind(buf, start + 5, end)
+            if len(msg.portal) > MAX_NAME // 4 or len(msg.statement) > MAX_NAME // 4:
+                _check_names(msg.portal, msg.statement)
+            self._bind(msg, buf[start:end], out)
         elif tag == _S:
             if end - start != 5:
                 raise pw.ProtocolError("Sync: trailing bytes")
@@ -379,6 +397,8 @@ class Session:
                 raise pw.ProtocolError("Describe: kind must be S or P")
             if buf.find(b"\0", start + 6, end) != end - 1:
                 raise pw.ProtocolError("Describe: malformed name")
+            if end - start - 7 > MAX_NAME:
+                raise pw.ProtocolError(NAME_TOO_LONG)
             try:
                 name = buf[start + 6 : end - 1].decode()
             except UnicodeDecodeError:
@@ -413,10 +433,13 @@ class Session:
     def _client_message(self, msg: Any, raw: bytes, out: list[bytes]) -> None:
         cls = type(msg)
         if cls is pw.Bind:
+            _check_names(msg.portal, msg.statement)
             self._bind(msg, raw, out)
         elif cls is pw.Parse:
+            _check_names(msg.name)
             self._parse(msg, raw, out)
         elif cls is pw.Close:
+            _check_names(msg.name)
             self._close(msg, raw, out)
         elif cls is pw.Terminate:
             out.append(raw)

@@ -196,3 +196,41 @@ def fresh_gateway(base_config, gw_db, tmp_path):
     yield handle
     if handle.thread.is_alive():
         _stop(handle)
+
+
+def jit_gateway(config, gw_db, tmp_path, role: str):
+    """A gateway whose `oncall` reader holds a just-in-time grant of `role`; handle.revoke() ends it."""
+    from hoopctl.access.admin import RoleAccess
+    from tests.gateway.test_access_e2e import access_config
+
+    config = replace(
+        config,
+        access=access_config(tmp_path, **{role: RoleAccess(mode="request")}),
+        recordings_dir=tmp_path / "rec",
+    )
+    handle = _run_gateway(config, TokenAuthority(load_key(config.token_key_file)), gw_db)
+    service = handle.gateway.broker.service
+    grant = service.approve(service.request("oncall", DBNAME, role, 600, "incident").id, "alice")
+    handle.gateway.broker.state.refresh()
+
+    def revoke() -> None:
+        service.revoke(grant.id, "alice")
+        handle.gateway.broker.state.refresh()
+
+    handle.revoke = revoke
+    return handle
+
+
+@pytest.fixture
+def granted(base_config, gw_db, tmp_path):
+    """A writer grant for `oncall`, a reader, over the two rows of pipeline_jit."""
+    gw_db.psql(
+        "DROP TABLE IF EXISTS pipeline_jit; CREATE TABLE pipeline_jit (a int); INSERT INTO pipeline_jit VALUES (1), (2)",
+        DBNAME,
+    )
+    from hoopctl.gateway.policy import Policy
+
+    policy = Policy.from_roles({"reader": ["read"], "writer": ["read", "write"]})
+    handle = jit_gateway(replace(base_config, policy=policy), gw_db, tmp_path, "writer")
+    yield handle
+    _stop(handle)

@@ -382,32 +382,6 @@ def test_the_recording_of_a_bind_pipelined_after_a_parse_that_may_be_skipped_nam
 # ---------------------------------------------------------------- portals bound under a grant
 
 
-@pytest.fixture
-def granted(base_config, gw_db, tmp_path):
-    """A gateway whose `oncall` reader holds a writer grant; revoke() ends it."""
-    from hoopctl.access.admin import RoleAccess
-
-    two_rows(gw_db, "pipeline_jit")
-    config = replace(
-        base_config,
-        policy=Policy.from_roles({"reader": ["read"], "writer": ["read", "write"]}),
-        access=access_config(tmp_path, writer=RoleAccess(mode="request")),
-        recordings_dir=tmp_path / "rec",
-    )
-    handle = _run_gateway(config, TokenAuthority(load_key(config.token_key_file)), gw_db)
-    service = handle.gateway.broker.service
-    grant = service.approve(service.request("oncall", DBNAME, "writer", 600, "incident").id, "alice")
-    handle.gateway.broker.state.refresh()
-
-    def revoke() -> None:
-        service.revoke(grant.id, "alice")
-        handle.gateway.broker.state.refresh()
-
-    handle.revoke = revoke
-    yield handle
-    _stop(handle)
-
-
 @pytest.mark.parametrize("forgotten", [False, True], ids=["known-portal", "portal-after-a-query"])
 def test_a_portal_bound_under_a_grant_cannot_run_after_the_grant_ends(granted, gw_db, forgotten):
     s = raw_login(granted, granted.token(role="reader", identity="oncall"))

@@ -302,6 +302,11 @@ class SessionPolicy:
         if name:
             self._cursors[name] = self._cursors.get(name, frozenset()) | classes
 
+    def _cursor(self, name: str) -> frozenset[str]:
+        """What fetching `name` runs. A cursor this session never declared nor bound was opened
+        by a function, which only the `unknown` grant lets run: its query is unknown too."""
+        return self._cursors.get(name, _UNKNOWN_CURSOR)
+
     def _resolve(self, classes: frozenset[str], depth: int = 0) -> frozenset[str] | Verdict:
         """`classes` with each reference (EXECUTE x, FETCH c) replaced by what that name runs
         now; a refusal if a prepared name is unknown or the references go too deep."""
@@ -312,7 +317,7 @@ class SessionPolicy:
                 continue
             kind, _, name = cls[1:].partition(":")
             if kind == "fetch":
-                out |= self._cursors.get(name, frozenset())
+                out |= self._cursor(name)
                 continue
             runs = self._prepared.get(name)
             if runs is None:
@@ -360,13 +365,15 @@ class SessionPolicy:
                         return runs
                 needed = needed | runs
             if statement.fetches is not None:
-                needed = needed | self._cursors.get(statement.fetches, frozenset())
+                needed = needed | self._cursor(statement.fetches)
             verdict = self._judge_classes(needed, grants)
             if not verdict.allowed:
                 return verdict
             total |= needed
             if statement.declares is not None:
-                self.bind_portal(statement.declares, needed)
+                self.bind_portal(
+                    statement.declares, needed | {UNKNOWN_GRANT} if statement.unknown else needed
+                )
             if (
                 statement.prepares is not None
                 or statement.deallocates is not None
@@ -456,6 +463,7 @@ def _allowed(classes: frozenset[str]) -> Verdict:
 # SQL EXECUTE (the name may be prepared anew, or the grants that allowed it lost, since the
 # Parse) and "@fetch:NAME" for FETCH/MOVE of a cursor or portal.
 _REF = "@"
+_UNKNOWN_CURSOR = frozenset({UNKNOWN_GRANT})
 _MAX_REF_DEPTH = 4
 
 
