@@ -343,7 +343,11 @@ class Session:
         self._cbuf = bytearray()
         self._cneed = 0
         self._access_note = UNSET
-        if self._run_frames(buf, frames, index, used):
+        ran = self._run_frames(buf, frames, index, used)
+        # The held statement ran first, and took its hold's outcome if it was refused again;
+        # an outcome left over belongs to no later statement of the same text.
+        self._hold_outcomes.clear()
+        if ran:
             rest = buf[used:] + later if used < len(buf) else later
             if rest:
                 self.from_client(rest)
@@ -789,7 +793,9 @@ class Session:
             return Refused(
                 "this portal was bound before your access changed; bind it again", rule="access-changed"
             )
-        verdict = self._verdict(self.policy.check_classes, portal.classes)
+        # An extended-protocol CLOSE and DECLARE may have given the name another query since
+        # its Bind: judged by whatever ran under the name too.
+        verdict = self._verdict(self.policy.check_classes, portal.classes | self.policy.cursor_classes(name))
         if not verdict.allowed:
             return verdict
         self._portals[name] = portal._replace(epoch=self._grant_epoch)

@@ -1,18 +1,25 @@
 """Nothing a just-in-time grant allowed runs after it ends, however it is reached: a cursor runs
 its query at each FETCH (functions the policy cannot classify included, and cursors a function
-opened), and PostgreSQL keeps only the first 63 bytes of a statement or portal name.
+opened, or one an extended-protocol DECLARE put under a portal's name), PostgreSQL keeps only the
+first 63 bytes of a statement or portal name, a hold's outcome belongs to the statement held, and
+a reload that narrows or removes a role reaches what was bound before it.
 (Portals and prepared statements bound under a grant: test_session_pipeline.py.)"""
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import replace
 
 import pytest
 
+from hoopctl.access.admin import RoleAccess
+from hoopctl.access.tokens import TokenAuthority, load_key
 from hoopctl.gateway import pgwire as pw
 from hoopctl.gateway.policy import Policy
 from hoopctl.gateway.policy.classify import UNKNOWN_GRANT
-from tests.gateway.conftest import DBNAME, _stop, jit_gateway
+from tests.gateway.conftest import DBNAME, _run_gateway, _stop, jit_gateway
+from tests.gateway.test_access_e2e import access_config
 from tests.gateway.test_session_pipeline import (
     SYNC,
     bind,
@@ -21,10 +28,15 @@ from tests.gateway.test_session_pipeline import (
     errors,
     exchange,
     execute,
+    extended,
     oncall,
     parse,
     query,
+    raw_login,
+    reload,
     rows,
+    statements,
+    two_rows,
 )
 
 LONG = "n" * 63  # what PostgreSQL keeps of a longer name
@@ -102,3 +114,155 @@ def test_a_name_longer_than_postgresql_keeps_ends_the_connection(granted, gw_db,
     assert answers[-1] == "closed"
     assert gw_db.psql("SELECT count(*) FROM pipeline_jit", DBNAME) == "2", "the DELETE ran after the grant"
     assert rows(exchange(oncall(granted), query("SELECT count(*) FROM pipeline_jit"))) == [("2",)]
+
+
+# ---------------------------------------------------------------- holds, reloads, re-used names
+
+
+def fresh_sequence(db, name: str) -> None:
+    db.psql(f"DROP SEQUENCE IF EXISTS {name}; CREATE SEQUENCE {name}", DBNAME)
+
+
+# ---------------------------------------------------------------- a portal name a cursor re-uses
+
+
+def test_a_cursor_declared_under_a_protocol_portals_name_cannot_run_after_the_grant(granted, gw_db):
+    # CLOSE and DECLARE sent by the extended protocol replace portal `p` in the database; the
+    # gateway still judges `p` by the SELECT 1 it was bound to, and the cursor writes.
+    fresh_sequence(gw_db, "grant_end_seq")
+    s = oncall(granted)
+    assert errors(exchange(s, extended("BEGIN"))) == []
+    assert errors(exchange(s, parse("", "SELECT 1") + bind("p", "") + SYNC)) == []
+    assert errors(exchange(s, extended("CLOSE p"))) == []
+    declare = "DECLARE p CURSOR FOR SELECT nextval('grant_end_seq') FROM generate_series(1, 5)"
+    assert errors(exchange(s, extended(declare))) == []
+    granted.revoke()
+    answers = exchange(s, execute("p") + SYNC)
+    exchange(s, query("ROLLBACK"))
+    assert errors(answers) == ["42501"]
+    assert gw_db.psql("SELECT is_called FROM grant_end_seq", DBNAME) == "f", "nextval ran after the grant"
+
+
+# ---------------------------------------------------------------- holds
+
+
+@pytest.fixture
+def holding(base_config, gw_db, tmp_path):
+    """`writer` and `ddler` granted on hold; a reader's statement needing them waits for a decision."""
+    two_rows(gw_db, "review5_hold")
+    policy = Policy.from_roles({"reader": ["read"], "writer": ["read", "write"], "ddler": ["read", "ddl"]})
+    on_hold = RoleAccess(mode="hold", hold_timeout_s=5.0, max_duration_s=600)
+    config = replace(
+        base_config,
+        policy=policy,
+        access=access_config(tmp_path, writer=on_hold, ddler=on_hold),
+        recordings_dir=tmp_path / "rec",
+    )
+    handle = _run_gateway(config, TokenAuthority(load_key(config.token_key_file)), gw_db)
+    yield handle
+    _stop(handle)
+
+
+def decide_in_turn(handle, *decisions):
+    """As an approver would: each decision(service, request) on the next held request."""
+
+    def run() -> None:
+        service = handle.gateway.broker.service
+        seen: set[str] = set()
+        for decide in decisions:
+            for _ in range(300):
+                pending = [r for r in service.list("pending") if r.id not in seen]
+                if pending:
+                    seen.add(pending[0].id)
+                    decide(service, pending[0])
+                    break
+                time.sleep(0.02)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_portal_bound_under_a_held_grant_cannot_run_once_revoked_during_a_later_hold(holding, gw_db):
+    s = raw_login(holding, holding.token(role="reader", identity="held"))
+    first: dict = {}
+
+    def approve_the_delete(service, request) -> None:
+        first["grant"] = service.approve(request.id, "alice")
+
+    def revoke_it_and_approve_the_create(service, request) -> None:
+        service.revoke(first["grant"].id, "alice")
+        service.approve(request.id, "alice")
+
+    approver = decide_in_turn(holding, approve_the_delete, revoke_it_and_approve_the_create)
+    exchange(s, query("BEGIN"))
+    pipeline = (
+        parse("", "DELETE FROM review5_hold")
+        + bind("p", "")
+        + parse("q", "CREATE TABLE review5_hold_new (a int)")
+        + execute("p")
+        + SYNC
+    )
+    answers = exchange(s, pipeline)
+    approver.join()
+    exchange(s, query("ROLLBACK"))
+    assert errors(answers) == ["42501"]
+    assert gw_db.psql("SELECT count(*) FROM review5_hold", DBNAME) == "2", "the DELETE ran after the grant"
+    refused = [r for r in statements(holding, "held") if not r["allowed"]]
+    assert [(r["text"], r["rule"]) for r in refused] == [("DELETE FROM review5_hold", "write-not-granted")]
+
+
+def test_a_hold_outcome_is_not_applied_to_a_later_statement_with_the_same_text(holding, gw_db):
+    # The hold is denied, but another grant lets the statement run when it resumes: the denial
+    # must not be kept for the next statement with that text (refused unheld, by an old request).
+    s = raw_login(holding, holding.token(role="reader", identity="stale"))
+    other: dict = {}
+
+    def deny_but_grant_otherwise(service, request) -> None:
+        other["grant"] = service.approve(service.request("stale", DBNAME, "writer", 600, "other").id, "bob")
+        holding.gateway.broker.state.refresh()
+        service.deny(request.id, "alice", "not this way")
+
+    approver = decide_in_turn(holding, deny_but_grant_otherwise)
+    insert = "INSERT INTO review5_hold VALUES (3)"
+    assert errors(exchange(s, query(insert))) == []
+    approver.join()
+    holding.gateway.broker.service.revoke(other["grant"].id, "alice")
+    holding.gateway.broker.state.refresh()
+    approver = decide_in_turn(holding, lambda service, request: service.approve(request.id, "alice"))
+    answers = exchange(s, query(insert))
+    approver.join()
+    assert errors(answers) == [], "refused by the first hold's denial instead of held again"
+    assert gw_db.psql("SELECT count(*) FROM review5_hold", DBNAME) == "4"
+
+
+# ---------------------------------------------------------------- reloads
+
+
+def test_a_reload_narrowing_the_role_reaches_sql_prepared_names_and_parsed_executes(fresh_gateway, gw_db):
+    gw = fresh_gateway
+    two_rows(gw_db, "review5_prep")
+    s = raw_login(gw, gw.token("writer", identity="narrowed"))
+    assert errors(exchange(s, query("PREPARE x AS DELETE FROM review5_prep"))) == []
+    assert errors(exchange(s, parse("ex", "EXECUTE x") + SYNC)) == []
+    reload(gw, replace(gw.config, policy=Policy.from_roles({"reader": ["read"], "writer": ["read"]})))
+    assert errors(exchange(s, query("EXECUTE x"))) == ["42501"]
+    assert errors(exchange(s, bind("", "ex") + execute("") + SYNC)) == ["42501"]
+    assert gw_db.psql("SELECT count(*) FROM review5_prep", DBNAME) == "2"
+    refused = [(r["text"], r["rule"]) for r in statements(gw, "narrowed") if not r["allowed"]]
+    assert refused == [("EXECUTE x", "write-not-granted"), ("-- bind 'ex'", "write-not-granted")]
+
+
+def test_a_reload_removing_the_role_refuses_its_bound_portals(fresh_gateway, gw_db):
+    gw = fresh_gateway
+    two_rows(gw_db, "review5_gone")
+    s = raw_login(gw, gw.token("writer", identity="removed"))
+    exchange(s, query("BEGIN"))
+    assert errors(exchange(s, parse("d", "DELETE FROM review5_gone") + bind("p", "d") + SYNC)) == []
+    reload(gw, replace(gw.config, policy=Policy.from_roles({"reader": ["read"]})))
+    assert errors(exchange(s, execute("p") + SYNC)) == ["42501"]
+    assert errors(exchange(s, bind("", "d") + execute("") + SYNC)) == ["42501"]
+    s.close()
+    assert gw_db.psql("SELECT count(*) FROM review5_gone", DBNAME) == "2"
+    refused = [r for r in statements(gw, "removed") if not r["allowed"]]
+    assert len(refused) == 2  # one record per refused statement

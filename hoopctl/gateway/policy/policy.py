@@ -297,6 +297,10 @@ class SessionPolicy:
         """A portal bound earlier: what its Bind was allowed to run, judged by today's grants."""
         return self._judge_classes(classes, self.grants)
 
+    def cursor_classes(self, name: str) -> frozenset[str]:
+        """Everything that ran under a cursor or portal name in this session (empty if none)."""
+        return self._cursors.get(name, frozenset())
+
     def bind_portal(self, name: str, classes: frozenset[str]) -> None:
         """A named portal was bound to run `classes`: a FETCH of it by name runs them too."""
         if name:
