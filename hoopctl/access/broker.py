@@ -22,6 +22,13 @@ from hoopctl.access.tokens import Credential
 log = logging.getLogger(__name__)
 
 
+
+def attenuated(cred: Credential) -> bool:
+    """A token narrowed to another identity or role. Just-in-time grants and holds are for
+    tokens as issued: a nested agent's self-chosen identity could name someone else's grant,
+    and a narrowed role must stay narrow (a child never gets its parent's rights)."""
+    return len(cred.chain) > 1 or len(cred.roles) > 1
+
 class AccessBroker:
     def __init__(
         self,
@@ -65,6 +72,8 @@ class AccessBroker:
 
     def grants(self, cred: Credential) -> tuple[frozenset[str], tuple[str, ...]]:
         """Classes added by live grants for this caller, and the grants' request ids."""
+        if attenuated(cred):
+            return frozenset(), ()
         found = self.state.grants_for(cred.identity, cred.resource)
         if not found:
             return frozenset(), ()
@@ -73,6 +82,8 @@ class AccessBroker:
 
     def hold_role(self, cred: Credential, needed: frozenset[str]) -> str | None:
         """The narrowest requestable role in `hold` mode covering what was refused."""
+        if attenuated(cred):
+            return None
         base = self.role_grants(cred.role)
         fits = [
             r

@@ -179,9 +179,10 @@ class Gateway:
             raise _Fatal("28P01", "authentication failed: credential revoked")
 
     def _identify(self, token: str, resource: str) -> str:
-        """Who a token says its holder is (for access requests on the admin API)."""
+        """Who a token says its holder is (for access requests on the admin API): the identity
+        it was issued to, not one a nested agent gave itself."""
         cred = self.authority.authenticate("", token, resource=resource, client_ip="127.0.0.1")
-        return cred.identity
+        return cred.chain[0]
 
     # ------------------------------------------------------------ adopting tunnels
 

@@ -266,3 +266,25 @@ def test_a_reload_removing_the_role_refuses_its_bound_portals(fresh_gateway, gw_
     assert gw_db.psql("SELECT count(*) FROM review5_gone", DBNAME) == "2"
     refused = [r for r in statements(gw, "removed") if not r["allowed"]]
     assert len(refused) == 2  # one record per refused statement
+
+
+# ---------------------------------------------------------------- grants are for tokens as issued
+
+
+def test_a_nested_agent_never_gets_a_grant_by_naming_its_identity_or_narrowing_its_role(granted, gw_db):
+    from hoopctl.access.tokens import attenuate
+
+    insert = "INSERT INTO pipeline_jit VALUES (3)"
+    # Another caller's reader token, attenuated to call itself `oncall` (who holds the grant).
+    impostor = attenuate(granted.token(role="reader", identity="bob"), identity="oncall")
+    # oncall's own token, narrowed to a reader for a helper it starts.
+    helper = attenuate(granted.token(role="reader", identity="oncall"), role="reader", identity="helper")
+    narrowed = attenuate(granted.token(role="reader", identity="oncall"), role="reader")
+    for token in (impostor, helper):
+        s = raw_login(granted, token)
+        assert errors(exchange(s, query(insert))) == ["42501"]
+    assert gw_db.psql("SELECT count(*) FROM pipeline_jit", DBNAME) == "2"
+    # The grant itself works for the token as issued, and only for it.
+    assert errors(exchange(oncall(granted), query(insert))) == []
+    assert gw_db.psql("SELECT count(*) FROM pipeline_jit", DBNAME) == "3"
+    assert errors(exchange(raw_login(granted, narrowed), query(insert))) == ["42501"]
