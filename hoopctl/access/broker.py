@@ -22,12 +22,12 @@ from hoopctl.access.tokens import Credential
 log = logging.getLogger(__name__)
 
 
-
 def attenuated(cred: Credential) -> bool:
     """A token narrowed to another identity or role. Just-in-time grants and holds are for
     tokens as issued: a nested agent's self-chosen identity could name someone else's grant,
     and a narrowed role must stay narrow (a child never gets its parent's rights)."""
     return len(cred.chain) > 1 or len(cred.roles) > 1
+
 
 class AccessBroker:
     def __init__(

@@ -264,6 +264,11 @@ class Session:
         Names prepared before (protocol Parse or SQL PREPARE) keep what they do, and
         run on if, and only if, the new grants allow that at Bind or EXECUTE."""
         policy = self._policy_getter()
+        if not policy.has_role:
+            # Removing a role from the configuration ends its sessions: refusing everything,
+            # even ROLLBACK, would leave them open and useless.
+            self.fatal("57P01", f"terminating connection: role {policy.role!r} was removed from the gateway")
+            return
         policy.inherit(self.policy)
         self.policy = policy
         self._grant_epoch += 1

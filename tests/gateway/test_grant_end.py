@@ -253,19 +253,19 @@ def test_a_reload_narrowing_the_role_reaches_sql_prepared_names_and_parsed_execu
     assert refused == [("EXECUTE x", "write-not-granted"), ("-- bind 'ex'", "write-not-granted")]
 
 
-def test_a_reload_removing_the_role_refuses_its_bound_portals(fresh_gateway, gw_db):
+def test_a_reload_removing_the_role_ends_its_sessions(fresh_gateway, gw_db):
     gw = fresh_gateway
-    two_rows(gw_db, "review5_gone")
+    two_rows(gw_db, "grant_end_gone")
     s = raw_login(gw, gw.token("writer", identity="removed"))
     exchange(s, query("BEGIN"))
-    assert errors(exchange(s, parse("d", "DELETE FROM review5_gone") + bind("p", "d") + SYNC)) == []
+    assert errors(exchange(s, parse("d", "DELETE FROM grant_end_gone") + bind("p", "d") + SYNC)) == []
     reload(gw, replace(gw.config, policy=Policy.from_roles({"reader": ["read"]})))
-    assert errors(exchange(s, execute("p") + SYNC)) == ["42501"]
-    assert errors(exchange(s, bind("", "d") + execute("") + SYNC)) == ["42501"]
-    s.close()
-    assert gw_db.psql("SELECT count(*) FROM review5_gone", DBNAME) == "2"
-    refused = [r for r in statements(gw, "removed") if not r["allowed"]]
-    assert len(refused) == 2  # one record per refused statement
+    answers = exchange(s, b"")  # ended at the reload, not at its next statement
+    assert [m.sqlstate for m in answers if isinstance(m, pw.ErrorResponse)] == ["57P01"]
+    assert answers[-1] == "closed"
+    assert gw_db.psql("SELECT count(*) FROM grant_end_gone", DBNAME) == "2"
+    # A reader's session carries on.
+    assert errors(exchange(raw_login(gw, gw.token("reader")), query("SELECT 1"))) == []
 
 
 # ---------------------------------------------------------------- grants are for tokens as issued

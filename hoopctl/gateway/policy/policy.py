@@ -228,6 +228,11 @@ class SessionPolicy:
     def grants(self) -> frozenset[str]:
         return self._grants
 
+    @property
+    def has_role(self) -> bool:
+        """Whether the policy knows this session's role (a reload may have removed it)."""
+        return self._role is not None
+
     def _compute_grants(self) -> frozenset[str]:
         if self._role is None:
             return frozenset()
