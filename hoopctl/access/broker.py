@@ -22,13 +22,6 @@ from hoopctl.access.tokens import Credential
 log = logging.getLogger(__name__)
 
 
-def attenuated(cred: Credential) -> bool:
-    """A token narrowed to another identity or role. Just-in-time grants and holds are for
-    tokens as issued: a nested agent's self-chosen identity could name someone else's grant,
-    and a narrowed role must stay narrow (a child never gets its parent's rights)."""
-    return len(cred.chain) > 1 or len(cred.roles) > 1
-
-
 class AccessBroker:
     def __init__(
         self,
@@ -72,9 +65,9 @@ class AccessBroker:
 
     def grants(self, cred: Credential) -> tuple[frozenset[str], tuple[str, ...]]:
         """Classes added by live grants for this caller, and the grants' request ids."""
-        if attenuated(cred):
+        if cred.narrowed_in_place:
             return frozenset(), ()
-        found = self.state.grants_for(cred.identity, cred.resource)
+        found = self.state.grants_for(cred.principal, cred.resource)
         if not found:
             return frozenset(), ()
         classes = frozenset().union(*(self.role_grants(g.role) for g in found))
@@ -82,7 +75,7 @@ class AccessBroker:
 
     def hold_role(self, cred: Credential, needed: frozenset[str]) -> str | None:
         """The narrowest requestable role in `hold` mode covering what was refused."""
-        if attenuated(cred):
+        if cred.narrowed_in_place:
             return None
         base = self.role_grants(cred.role)
         fits = [
@@ -108,7 +101,7 @@ class AccessBroker:
         try:
             req = await asyncio.to_thread(
                 self.service.request,
-                cred.identity,
+                cred.principal,
                 cred.resource,
                 role,
                 settings.max_duration_s,
@@ -121,7 +114,7 @@ class AccessBroker:
             log.warning("could not file a hold request: %s", exc)
             return "failed", ""
         record_event("access-requested", request_id=req.id, role=role, mode="hold")
-        log.info("statement held for %s: %s", cred.identity, req.id)
+        log.info("statement held for %s: %s", cred.principal, req.id)
         deadline = time.monotonic() + settings.hold_timeout_s
         status = PENDING
         while time.monotonic() < deadline:

@@ -36,6 +36,7 @@ KEY_BYTES = 32
 
 # Caveat keys, each "key = value". Order matters: later caveats come from children.
 IDENTITY, RESOURCE, ROLE, EXPIRES, TOKEN_ID = "identity", "resource", "role", "expires", "tid"
+PRINCIPAL_SEPARATOR = ">"  # between the identities of a chain; no identity may contain it
 MAX_STATEMENTS, CLIENT_CIDR = "max_statements", "client_cidr"
 KNOWN_CAVEATS = {IDENTITY, RESOURCE, ROLE, EXPIRES, TOKEN_ID, MAX_STATEMENTS, CLIENT_CIDR}
 
@@ -61,6 +62,19 @@ class Credential:
     roles: tuple[str, ...]
     expires_at: float
     max_statements: int | None = None
+
+    @property
+    def principal(self) -> str:
+        """Who just-in-time grants and requests are for: the identity chain from the one the
+        token was issued to. A nested agent names itself, so its name alone proves nothing:
+        `ci-job>helper` is the job's helper, and nobody else can be it."""
+        return PRINCIPAL_SEPARATOR.join(self.chain)
+
+    @property
+    def narrowed_in_place(self) -> bool:
+        """Its role was narrowed without a name of its own: it is its parent with less, and
+        the parent's grants are not for it."""
+        return len(self.roles) > len(self.chain)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +160,7 @@ def attenuate(
         raise TokenError("malformed token signature")
     new = [f"{TOKEN_ID} = {secrets.token_hex(8)}"]
     if identity:
-        new.append(f"{IDENTITY} = {_clean(identity)}")
+        new.append(f"{IDENTITY} = {_clean_identity(identity)}")
     if resource:
         new.append(f"{RESOURCE} = {_clean(resource)}")
     if role:
@@ -168,6 +182,12 @@ def _clean(value: str) -> str:
     if not value or any(ch in value for ch in "\n\r=") or value != value.strip():
         raise TokenError(f"invalid caveat value {value!r}")
     return value
+
+
+def _clean_identity(value: str) -> str:
+    if PRINCIPAL_SEPARATOR in value:
+        raise TokenError(f"an identity may not contain {PRINCIPAL_SEPARATOR!r}: {value!r}")
+    return _clean(value)
 
 
 def generate_key(path: Path) -> None:
@@ -228,7 +248,7 @@ class TokenAuthority:
         body = TokenBody(
             identifier=secrets.token_hex(8),
             caveats=(
-                f"{IDENTITY} = {_clean(identity)}",
+                f"{IDENTITY} = {_clean_identity(identity)}",
                 f"{RESOURCE} = {_clean(resource)}",
                 f"{ROLE} = {_clean(role)}",
                 f"{EXPIRES} = {int(self._clock() + ttl_s)}",
@@ -277,6 +297,8 @@ class TokenAuthority:
         expires_at, max_statements = None, None
         for key, value in fields:
             if key == IDENTITY:
+                if PRINCIPAL_SEPARATOR in value:  # a chain could pass for another's
+                    raise AuthError("invalid credential: malformed identity")
                 identities.append(value)
             elif key == RESOURCE:
                 if value != resource:

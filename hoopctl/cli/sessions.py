@@ -119,7 +119,7 @@ def list_(directory: str | None, as_json: bool) -> None:
             visible(cell)
             for cell in (
                 r.sid,
-                r.identity or "-",
+                _who(r.identity, r.chain),
                 r.resource or "-",
                 r.role or "-",
                 r.client or "-",
@@ -135,6 +135,14 @@ def list_(directory: str | None, as_json: bool) -> None:
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:  # cells are escaped already (widths count what is shown)
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _who(identity: str | None, chain: list[Any]) -> str:
+    """The identity column: a nested agent's names itself, so it shows with the chain it came
+    down (from the identity the token was issued to)."""
+    if chain and len(chain) > 1:
+        return ">".join(str(c) for c in chain)
+    return identity or "-"
 
 
 def _chain_text(chain: list[Any]) -> str:

@@ -19,7 +19,7 @@ def access_act(stage: Stage) -> None:
     )
     helper = stage.helper
     assert helper is not None
-    step("the helper asks for writer on appdb for 10 minutes (filed as the token's identity)")
+    step("the helper asks for writer on appdb for 10 minutes (filed as the job's helper: ci-job>helper)")
     asked = run(
         cli("access", "request", "--socket", "admin.sock", "--token", stage.tokens["HELPER"])
         + ["--resource", RESOURCE, "--role", "writer", "--for", "10m", "--reason", "backfill one customer"],
@@ -29,7 +29,7 @@ def access_act(stage: Stage) -> None:
     found = re.search(r"approve (\S+)", asked.stdout)
     check(asked.returncode == 0 and found, "the request is filed and waits for an approver")
     request_id = found.group(1)
-    check(" helper " in asked.stdout or "helper ->" in asked.stdout, "it is filed as the helper, not the job")
+    check("ci-job>helper" in asked.stdout, "it is filed as the job's helper, not as the job")
 
     step("until approved, the helper's write is still refused")
     answer = helper.sql("INSERT INTO customers (name, email) VALUES ('Helper Bot', 'bot@example.com');")
@@ -60,7 +60,7 @@ def access_act(stage: Stage) -> None:
 def _helper_session(listing: str) -> str:
     """The helper's session id, from the `sessions list` table (ID first, IDENTITY second)."""
     rows = [line.split() for line in listing.splitlines()[1:]]
-    helper = [row[0] for row in rows if len(row) > 1 and row[1] == "helper"]
+    helper = [row[0] for row in rows if len(row) > 1 and row[1] == "ci-job>helper"]
     check(helper, "the helper's session is recorded")
     return helper[-1]
 

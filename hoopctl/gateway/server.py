@@ -179,10 +179,10 @@ class Gateway:
             raise _Fatal("28P01", "authentication failed: credential revoked")
 
     def _identify(self, token: str, resource: str) -> str:
-        """Who a token says its holder is (for access requests on the admin API): the identity
-        it was issued to, not one a nested agent gave itself."""
+        """Who a token's holder is, for access requests on the admin API: its principal (the
+        identity chain), not a name a nested agent gave itself."""
         cred = self.authority.authenticate("", token, resource=resource, client_ip="127.0.0.1")
-        return cred.chain[0]
+        return cred.principal
 
     # ------------------------------------------------------------ adopting tunnels
 

@@ -29,7 +29,9 @@ def test_list_shows_every_session(written: Written) -> None:
     lines = res.output.splitlines()
     assert lines[0].split()[:4] == ["ID", "IDENTITY", "RESOURCE", "ROLE"]
     assert [ln.split()[0] for ln in lines[1:]] == written.sids
-    assert lines[2].split()[1:5] == ["bob", "appdb", "read", "127.0.0.1:40000"]
+    # A nested agent names itself: the list shows the chain it came down.
+    assert lines[1].split()[1] == "job:ci-42>helper:alice"
+    assert lines[2].split()[1:5] == ["job:ci-42>helper:bob", "appdb", "read", "127.0.0.1:40000"]
     assert lines[2].split()[-3:] == ["4", "2", "closed"]
 
 

@@ -198,8 +198,8 @@ def fresh_gateway(base_config, gw_db, tmp_path):
         _stop(handle)
 
 
-def jit_gateway(config, gw_db, tmp_path, role: str):
-    """A gateway whose `oncall` reader holds a just-in-time grant of `role`; handle.revoke() ends it."""
+def jit_gateway(config, gw_db, tmp_path, role: str, identity: str = "oncall"):
+    """A gateway where `identity` (oncall) holds a just-in-time grant of `role`; handle.revoke() ends it."""
     from hoopctl.access.admin import RoleAccess
     from tests.gateway.test_access_e2e import access_config
 
@@ -210,7 +210,7 @@ def jit_gateway(config, gw_db, tmp_path, role: str):
     )
     handle = _run_gateway(config, TokenAuthority(load_key(config.token_key_file)), gw_db)
     service = handle.gateway.broker.service
-    grant = service.approve(service.request("oncall", DBNAME, role, 600, "incident").id, "alice")
+    grant = service.approve(service.request(identity, DBNAME, role, 600, "incident").id, "alice")
     handle.gateway.broker.state.refresh()
 
     def revoke() -> None:

@@ -275,16 +275,38 @@ def test_a_nested_agent_never_gets_a_grant_by_naming_its_identity_or_narrowing_i
     from hoopctl.access.tokens import attenuate
 
     insert = "INSERT INTO pipeline_jit VALUES (3)"
-    # Another caller's reader token, attenuated to call itself `oncall` (who holds the grant).
+    # Another caller's reader token, attenuated to call itself `oncall` (who holds the grant):
+    # it is bob>oncall, not oncall.
     impostor = attenuate(granted.token(role="reader", identity="bob"), identity="oncall")
-    # oncall's own token, narrowed to a reader for a helper it starts.
-    helper = attenuate(granted.token(role="reader", identity="oncall"), role="reader", identity="helper")
+    # oncall's own token narrowed to a reader, with no name of its own, or as a helper.
     narrowed = attenuate(granted.token(role="reader", identity="oncall"), role="reader")
-    for token in (impostor, helper):
-        s = raw_login(granted, token)
-        assert errors(exchange(s, query(insert))) == ["42501"]
+    helper = attenuate(granted.token(role="reader", identity="oncall"), identity="helper")
+    for token in (impostor, narrowed, helper):
+        assert errors(exchange(raw_login(granted, token), query(insert))) == ["42501"]
     assert gw_db.psql("SELECT count(*) FROM pipeline_jit", DBNAME) == "2"
-    # The grant itself works for the token as issued, and only for it.
+    # The grant works for the token it was approved for.
     assert errors(exchange(oncall(granted), query(insert))) == []
     assert gw_db.psql("SELECT count(*) FROM pipeline_jit", DBNAME) == "3"
-    assert errors(exchange(raw_login(granted, narrowed), query(insert))) == ["42501"]
+
+
+def test_a_grant_approved_for_a_nested_agent_is_its_own(base_config, gw_db, tmp_path):
+    """A request filed for `ci-job>helper` (a job's helper) gives the helper, and only it, the role."""
+    from hoopctl.access.tokens import TokenError, attenuate
+    from hoopctl.gateway.policy import Policy
+
+    two_rows(gw_db, "grant_end_helper")
+    policy = Policy.from_roles({"reader": ["read"], "writer": ["read", "write"]})
+    handle = jit_gateway(
+        replace(base_config, policy=policy), gw_db, tmp_path, "writer", identity="ci-job>helper"
+    )
+    try:
+        job = handle.token(role="reader", identity="ci-job")
+        insert = "INSERT INTO grant_end_helper VALUES (3)"
+        assert errors(exchange(raw_login(handle, attenuate(job, identity="helper")), query(insert))) == []
+        for token in (job, attenuate(job, identity="other")):
+            assert errors(exchange(raw_login(handle, token), query(insert))) == ["42501"]
+        assert gw_db.psql("SELECT count(*) FROM grant_end_helper", DBNAME) == "3"
+        with pytest.raises(TokenError, match="may not contain"):
+            attenuate(job, identity="ci-job>helper")  # no name can pass for a chain
+    finally:
+        _stop(handle)
