@@ -19,7 +19,7 @@ from typing import Any
 
 import jwt
 
-from hoopctl.access.tokens import AuthError, Credential
+from hoopctl.access.tokens import PRINCIPAL_SEPARATOR, AuthError, Credential
 
 ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256", "EdDSA"]
 
@@ -134,6 +134,8 @@ class OIDCAuthority:
             )
         except KeyError as exc:
             raise AuthError(f"OIDC token lacks the claim {exc.args[0]!r} the identity needs") from exc
+        if PRINCIPAL_SEPARATOR in identity:  # a claim could make it pass for a nested agent's chain
+            raise AuthError(f"OIDC identity may not contain {PRINCIPAL_SEPARATOR!r}")
         token_id = f"oidc:{claims.get('jti') or claims.get('sub')}"
         if self._is_revoked([token_id]):
             raise AuthError("credential revoked")

@@ -80,6 +80,7 @@ def test_right_token_maps_to_the_configured_identity_and_role(keys, authority):
         ({"exp": int(time.time()) - 600, "iat": int(time.time()) - 900}, "k1", "expired"),
         ({"nbf": int(time.time()) + 600}, "k1", "not yet valid"),
         ({"project_path": "web/frontend"}, "k1", "no matching rule"),
+        ({"ref": "main>helper"}, "k1", "an identity that could pass for a nested agent's chain"),
     ],
 )
 def test_wrong_token_is_refused(keys, authority, overrides, kid, why):
