@@ -62,6 +62,9 @@ class Credential:
     roles: tuple[str, ...]
     expires_at: float
     max_statements: int | None = None
+    # Every attenuation that narrowed the role also named the agent (caveats in the order
+    # identity, role, identity, role...): see narrowed_in_place.
+    named_as_issued: bool = True
 
     @property
     def principal(self) -> str:
@@ -72,9 +75,10 @@ class Credential:
 
     @property
     def narrowed_in_place(self) -> bool:
-        """Its role was narrowed without a name of its own: it is its parent with less, and
-        the parent's grants are not for it."""
-        return len(self.roles) > len(self.chain)
+        """Its role was narrowed (at some step) without a name of its own: it is its parent
+        with less, and the parent's grants are not for it (nor may it name itself into a
+        sibling's)."""
+        return not self.named_as_issued
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +165,9 @@ def attenuate(
     new = [f"{TOKEN_ID} = {secrets.token_hex(8)}"]
     if identity:
         new.append(f"{IDENTITY} = {_clean_identity(identity)}")
+        # A named agent states its role too (its parent's, if not narrower): grants are for
+        # tokens whose every step is a name and a role (Credential.narrowed_in_place).
+        role = role or _last(body, ROLE)
     if resource:
         new.append(f"{RESOURCE} = {_clean(resource)}")
     if role:
@@ -176,6 +183,15 @@ def attenuate(
         mac.add_first_party_caveat(caveat)
     child = TokenBody(body.identifier, (*body.caveats, *new))
     return f"{child.encode()}.{mac.signature}"
+
+
+def _last(body: TokenBody, key: str) -> str | None:
+    found = None
+    for caveat in body.caveats:
+        name, _, value = caveat.partition(" = ")
+        if name == key:
+            found = value
+    return found
 
 
 def _clean(value: str) -> str:
@@ -294,12 +310,14 @@ class TokenAuthority:
         self, body: TokenBody, fields: list[tuple[str, str]], *, resource: str, client_ip: str
     ) -> Credential:
         identities, roles, token_ids = [], [], [body.identifier]
+        shape = []  # identity and role caveats, in order
         expires_at, max_statements = None, None
         for key, value in fields:
             if key == IDENTITY:
                 if PRINCIPAL_SEPARATOR in value:  # a chain could pass for another's
                     raise AuthError("invalid credential: malformed identity")
                 identities.append(value)
+                shape.append("I")
             elif key == RESOURCE:
                 if value != resource:
                     raise AuthError(f"credential is for resource {value!r}, not {resource!r}")
@@ -307,6 +325,7 @@ class TokenAuthority:
                 if roles and self._role_contains and not self._role_contains(roles[-1], value):
                     raise AuthError(f"credential widens role {roles[-1]!r} to {value!r}")
                 roles.append(value)
+                shape.append("R")
             elif key == EXPIRES:
                 expires_at = min(float(value), expires_at or float("inf"))
             elif key == TOKEN_ID:
@@ -335,4 +354,5 @@ class TokenAuthority:
             roles=tuple(roles),
             expires_at=expires_at,
             max_statements=max_statements,
+            named_as_issued="".join(shape) == "IR" * len(identities),
         )

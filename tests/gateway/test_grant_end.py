@@ -289,24 +289,67 @@ def test_a_nested_agent_never_gets_a_grant_by_naming_its_identity_or_narrowing_i
     assert gw_db.psql("SELECT count(*) FROM pipeline_jit", DBNAME) == "3"
 
 
-def test_a_grant_approved_for_a_nested_agent_is_its_own(base_config, gw_db, tmp_path):
-    """A request filed for `ci-job>helper` (a job's helper) gives the helper, and only it, the role."""
-    from hoopctl.access.tokens import TokenError, attenuate
-    from hoopctl.gateway.policy import Policy
-
+@pytest.fixture
+def helper_granted(base_config, gw_db, tmp_path):
+    """A writer grant for `ci-job>helper`, the job's helper; the job itself is a reader."""
     two_rows(gw_db, "grant_end_helper")
     policy = Policy.from_roles({"reader": ["read"], "writer": ["read", "write"]})
     handle = jit_gateway(
         replace(base_config, policy=policy), gw_db, tmp_path, "writer", identity="ci-job>helper"
     )
-    try:
-        job = handle.token(role="reader", identity="ci-job")
-        insert = "INSERT INTO grant_end_helper VALUES (3)"
-        assert errors(exchange(raw_login(handle, attenuate(job, identity="helper")), query(insert))) == []
-        for token in (job, attenuate(job, identity="other")):
-            assert errors(exchange(raw_login(handle, token), query(insert))) == ["42501"]
-        assert gw_db.psql("SELECT count(*) FROM grant_end_helper", DBNAME) == "3"
-        with pytest.raises(TokenError, match="may not contain"):
-            attenuate(job, identity="ci-job>helper")  # no name can pass for a chain
-    finally:
-        _stop(handle)
+    yield handle
+    _stop(handle)
+
+
+HELPER_INSERT = "INSERT INTO grant_end_helper VALUES (3)"
+
+
+def helper_rows(db) -> str:
+    return db.psql("SELECT count(*) FROM grant_end_helper", DBNAME)
+
+
+def inserts(handle, token: str) -> list[str]:
+    return errors(exchange(raw_login(handle, token), query(HELPER_INSERT)))
+
+
+def test_a_grant_approved_for_a_nested_agent_is_its_own(helper_granted, gw_db):
+    from hoopctl.access.tokens import TokenError, attenuate
+
+    job = helper_granted.token(role="reader", identity="ci-job")
+    for token in (job, attenuate(job, identity="other")):
+        assert inserts(helper_granted, token) == ["42501"]
+    assert inserts(helper_granted, attenuate(job, identity="helper")) == []
+    assert helper_rows(gw_db) == "3"
+    with pytest.raises(TokenError, match="may not contain"):
+        attenuate(job, identity="ci-job>helper")  # no name can pass for a chain
+
+
+def test_a_token_narrowed_in_place_gets_no_grant_nor_names_itself_into_one(helper_granted, gw_db):
+    from hoopctl.access.tokens import attenuate
+
+    job = helper_granted.token(role="reader", identity="ci-job")
+    # The helper narrows its own token for a sub-task, with no name of its own: not the helper.
+    narrowed_helper = attenuate(attenuate(job, identity="helper"), role="reader")
+    # The job hands a sub-agent a narrowed copy of itself, which then names itself `helper`.
+    posing = attenuate(attenuate(job, role="reader"), identity="helper")
+    for token in (narrowed_helper, posing):
+        assert inserts(helper_granted, token) == ["42501"]
+    assert helper_rows(gw_db) == "2"
+
+
+def test_the_admin_api_files_nothing_for_a_token_narrowed_in_place(helper_granted):
+    from hoopctl.access import admin
+    from hoopctl.access.tokens import attenuate
+
+    narrowed = attenuate(helper_granted.token(role="reader", identity="ci-job"), role="reader")
+    resp = admin.call(
+        helper_granted.config.access.admin_socket,
+        "request",
+        token=narrowed,
+        resource=DBNAME,
+        role="writer",
+        duration_s=60,
+        reason="asked in the job's name",
+    )
+    filed = [r for r in helper_granted.gateway.broker.service.list(None) if r.requester == "ci-job"]
+    assert not resp["ok"] and not filed, f"filed as the job by its narrowed child: {resp}"
