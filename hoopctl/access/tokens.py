@@ -185,6 +185,14 @@ def attenuate(
     return f"{child.encode()}.{mac.signature}"
 
 
+def principal_of(fields: list[tuple[str, str]]) -> tuple[str, bool]:
+    """The principal a token's caveats name, and whether it may hold just-in-time grants: only
+    if every step that narrowed its role also named it (identity, role, identity, role...)."""
+    identities = [value for key, value in fields if key == IDENTITY]
+    shape = "".join("I" if key == IDENTITY else "R" for key, _ in fields if key in (IDENTITY, ROLE))
+    return PRINCIPAL_SEPARATOR.join(identities), shape == "IR" * len(identities)
+
+
 def _last(body: TokenBody, key: str) -> str | None:
     found = None
     for caveat in body.caveats:
@@ -310,14 +318,12 @@ class TokenAuthority:
         self, body: TokenBody, fields: list[tuple[str, str]], *, resource: str, client_ip: str
     ) -> Credential:
         identities, roles, token_ids = [], [], [body.identifier]
-        shape = []  # identity and role caveats, in order
         expires_at, max_statements = None, None
         for key, value in fields:
             if key == IDENTITY:
                 if PRINCIPAL_SEPARATOR in value:  # a chain could pass for another's
                     raise AuthError("invalid credential: malformed identity")
                 identities.append(value)
-                shape.append("I")
             elif key == RESOURCE:
                 if value != resource:
                     raise AuthError(f"credential is for resource {value!r}, not {resource!r}")
@@ -325,7 +331,6 @@ class TokenAuthority:
                 if roles and self._role_contains and not self._role_contains(roles[-1], value):
                     raise AuthError(f"credential widens role {roles[-1]!r} to {value!r}")
                 roles.append(value)
-                shape.append("R")
             elif key == EXPIRES:
                 expires_at = min(float(value), expires_at or float("inf"))
             elif key == TOKEN_ID:
@@ -354,5 +359,5 @@ class TokenAuthority:
             roles=tuple(roles),
             expires_at=expires_at,
             max_statements=max_statements,
-            named_as_issued="".join(shape) == "IR" * len(identities),
+            named_as_issued=principal_of(fields)[1],
         )

@@ -108,8 +108,10 @@ def inspect(token_value, as_json) -> None:
         fields = body.fields()
     except tokens.TokenError as exc:
         fail(str(exc))
+    principal, grants = tokens.principal_of(fields)
     if as_json:
-        print_json({"id": body.identifier, "caveats": [{"key": k, "value": v} for k, v in fields]})
+        caveats = [{"key": k, "value": v} for k, v in fields]
+        print_json({"id": body.identifier, "caveats": caveats, "principal": principal, "grants": grants})
         return
     click.echo(f"token {body.identifier}")
     for key, value in fields:
@@ -117,6 +119,12 @@ def inspect(token_value, as_json) -> None:
             left = float(value) - time.time()
             value = f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(float(value)))} ({left:.0f}s left)"
         click.echo(f"  {key:15} {value}")
+    why = (
+        "just-in-time grants and requests are for it"
+        if grants
+        else "narrowed in place: no just-in-time grants"
+    )
+    click.echo(f"principal {principal or '-'} ({why})")
 
 
 def _emit(value: str, as_json: bool) -> None:

@@ -94,3 +94,34 @@ def test_key_file_must_be_private(tmp_path):
         tokens.load_key(path)
     with pytest.raises(FileExistsError):
         tokens.generate_key(path)
+
+
+def test_principal_is_the_identity_chain_and_grants_need_a_name_at_every_narrowing():
+    auth = authority()
+    job = auth.issue("ci-job", "appdb", "writer", ttl_s=900)
+
+    def cred(token):
+        return auth.authenticate("", token, resource="appdb", client_ip="127.0.0.1")
+
+    helper = attenuate(job, identity="helper")  # keeps the job's role, stated again
+    assert (cred(helper).principal, cred(helper).narrowed_in_place) == ("ci-job>helper", False)
+    assert cred(attenuate(job, identity="helper", role="reader")).narrowed_in_place is False
+    assert cred(attenuate(job, ttl_s=60)).narrowed_in_place is False  # the job, for less time
+    for narrowed in (attenuate(job, role="reader"), attenuate(attenuate(job, role="reader"), identity="x")):
+        assert cred(narrowed).narrowed_in_place is True
+    body = tokens.TokenBody.decode(split_token(attenuate(helper, role="reader"))[0])
+    assert tokens.principal_of(body.fields()) == ("ci-job>helper", False)
+    with pytest.raises(TokenError):
+        attenuate(job, identity="a>b")
+
+
+def test_inspect_names_the_principal():
+    from click.testing import CliRunner
+
+    from hoopctl.cli import main
+
+    job = authority().issue("ci-job", "appdb", "writer", ttl_s=900)
+    shown = CliRunner().invoke(main, ["token", "inspect", attenuate(job, identity="helper")])
+    assert "principal ci-job>helper (just-in-time grants and requests are for it)" in shown.output
+    shown = CliRunner().invoke(main, ["token", "inspect", attenuate(job, role="reader")])
+    assert "principal ci-job (narrowed in place: no just-in-time grants)" in shown.output
