@@ -8,6 +8,7 @@ own request. The kernel, not the client, says who is calling.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import grp
 import json
 import logging
@@ -131,6 +132,7 @@ class AdminAPI:
             duration,
             str(req.get("reason", "")),
             approvals_required=settings.approvals,
+            filed_by=peer.user,
         )
         return {"ok": True, "request": asdict(created)}
 
@@ -173,7 +175,11 @@ async def serve_admin(api: AdminAPI, path: Path) -> asyncio.AbstractServer:
                     resp = _error(f"internal error: {type(exc).__name__}")
                 writer.write(json.dumps(resp).encode() + b"\n")
                 await writer.drain()
-        except (ConnectionError, asyncio.LimitOverrunError, ValueError):
+        except (asyncio.LimitOverrunError, ValueError):  # a line over MAX_LINE
+            with contextlib.suppress(ConnectionError):
+                writer.write(json.dumps(_error(f"request longer than {MAX_LINE} bytes")).encode() + b"\n")
+                await writer.drain()
+        except ConnectionError:
             pass
         finally:
             writer.close()

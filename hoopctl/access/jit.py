@@ -7,11 +7,13 @@ why), so that several gateways see the same state and an auditor can follow it.
 from __future__ import annotations
 
 import json
+import math
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from hoopctl.access.tokens import PRINCIPAL_SEPARATOR
 from hoopctl.store import Store
 
 PENDING, APPROVED, DENIED, REVOKED, EXPIRED = "pending", "approved", "denied", "revoked", "expired"
@@ -87,11 +89,14 @@ class AccessService:
         mode: str = "request",
         session_id: str | None = None,
         approvals_required: int = 1,
+        filed_by: str | None = None,
     ) -> AccessRequest:
+        """`requester` is who the grant is for (a token's principal, or a login name);
+        `filed_by` the login that filed it, when not the requester (it may not approve it)."""
         if not reason.strip():
             raise AccessError("a reason is required (--reason)")
-        if duration_s <= 0:
-            raise AccessError("the duration must be positive")
+        if not math.isfinite(duration_s) or duration_s <= 0:
+            raise AccessError("the duration must be a positive number of seconds")
         request_id = new_id("req-")
         now = self.clock()
         with self.store.transaction() as db:
@@ -110,7 +115,16 @@ class AccessService:
                 max(1, approvals_required),
                 now,
             )
-            self._event(db, "requested", request_id, requester, resource=resource, role=role, reason=reason)
+            self._event(
+                db,
+                "requested",
+                request_id,
+                requester,
+                resource=resource,
+                role=role,
+                reason=reason,
+                filed_by=filed_by or requester,
+            )
         return self.get(request_id)
 
     def approve(self, request_id: str, approver: str, reason: str = "") -> AccessRequest:
@@ -127,7 +141,11 @@ class AccessService:
             req = self._load(db, request_id)
             if req.status != PENDING:
                 raise AccessError(f"request {request_id} is {req.status}, not pending")
-            if approver == req.requester:
+            # Nor whoever filed it for a token they hold, nor anyone along the requester's chain
+            # (alice may not approve what her agent alice>helper asked for).
+            if approver in req.requester.split(PRINCIPAL_SEPARATOR) or approver == self._filed_by(
+                db, request_id
+            ):
                 raise AccessError("a requester cannot approve or deny their own request")
             if approver in req.approvers:
                 raise AccessError(f"{approver} has already decided on {request_id}")
@@ -256,6 +274,12 @@ class AccessService:
             for r in db.query("SELECT approver FROM access_decisions WHERE request_id=? ORDER BY at", row[0])
         )
         return AccessRequest(*row, approvers=approvers)
+
+    def _filed_by(self, db: Store, request_id: str) -> str | None:
+        rows = db.query(
+            "SELECT detail FROM access_events WHERE request_id=? AND kind='requested'", request_id
+        )
+        return json.loads(rows[0][0]).get("filed_by") if rows else None
 
     def _event(self, db: Store, kind: str, request_id: str | None, actor: str, **detail) -> None:
         db.execute(

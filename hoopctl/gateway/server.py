@@ -182,6 +182,10 @@ class Gateway:
         """Who a token's holder is, for access requests on the admin API: its principal (the
         identity chain), not a name a nested agent gave itself."""
         cred = self.authority.authenticate("", token, resource=resource, client_ip="127.0.0.1")
+        try:
+            self._check_chain(cred)  # revoked, or widening its role: no requests either
+        except _Fatal as exc:
+            raise AuthError(str(exc).removeprefix("authentication failed: ")) from None
         if cred.narrowed_in_place:
             raise AuthError(
                 "a token narrowed without a name of its own gets no grants; ask with the token it came from"
