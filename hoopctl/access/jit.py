@@ -141,11 +141,11 @@ class AccessService:
             req = self._load(db, request_id)
             if req.status != PENDING:
                 raise AccessError(f"request {request_id} is {req.status}, not pending")
-            # Nor whoever filed it for a token they hold, nor anyone along the requester's chain
-            # (alice may not approve what her agent alice>helper asked for).
-            if approver in req.requester.split(PRINCIPAL_SEPARATOR) or approver == self._filed_by(
-                db, request_id
-            ):
+            # Nor anyone along the requester's chain (alice may not approve what her agent
+            # alice>helper asked for), nor whoever filed it with a token they hold; except root,
+            # who holds every key on the host anyway.
+            filed_by = self._filed_by(db, request_id)
+            if approver in req.requester.split(PRINCIPAL_SEPARATOR) or (approver == filed_by != "root"):
                 raise AccessError("a requester cannot approve or deny their own request")
             if approver in req.approvers:
                 raise AccessError(f"{approver} has already decided on {request_id}")

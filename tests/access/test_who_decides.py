@@ -146,3 +146,10 @@ def test_an_oversized_line_gets_a_one_line_error(api):
         thread.join(5)
         path.unlink(missing_ok=True)
         sockdir.rmdir()
+
+
+def test_root_may_approve_a_request_it_filed_with_someone_elses_token(api, service, authority):
+    # Root holds every key on the host: the four-eyes rule binds the token's chain, not root.
+    root = Peer(0, 0, 0, "root", frozenset({"root"}))
+    request_id = file_request(api, root, authority.issue("carol", "appdb", "reader", 600))
+    assert api.handle(root, {"op": "approve", "id": request_id})["ok"]
