@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hoopctl.access.jit import AccessError, AccessService
-from hoopctl.access.tokens import AuthError
+from hoopctl.access.tokens import PRINCIPAL_SEPARATOR, AuthError
 
 log = logging.getLogger(__name__)
 MAX_LINE = 64 * 1024
@@ -81,20 +81,29 @@ class AdminAPI:
     def may_decide(self, peer: Peer) -> bool:
         return peer.uid == 0 or self.approver_group in peer.groups
 
+    def _may_see(self, peer: Peer, request: Any) -> bool:
+        """Approvers see every request; others only those for their login (or an agent of
+        theirs) or that they filed: a held statement's text can hold what others must not read."""
+        if self.may_decide(peer):
+            return True
+        if request.requester.split(PRINCIPAL_SEPARATOR)[0] == peer.user:
+            return True
+        return self.service.filed_by(request.id) == peer.user
+
     def handle(self, peer: Peer, req: dict[str, Any]) -> dict[str, Any]:
         op = req.get("op")
         try:
             if op == "request":
                 return self._request(peer, req)
             if op == "list":
-                return {"ok": True, "requests": [asdict(r) for r in self.service.list(req.get("status"))]}
+                found = [r for r in self.service.list(req.get("status")) if self._may_see(peer, r)]
+                return {"ok": True, "requests": [asdict(r) for r in found]}
             if op == "show":
                 request_id = str(req.get("id", ""))
-                return {
-                    "ok": True,
-                    "request": asdict(self.service.get(request_id)),
-                    "events": self.service.events(request_id),
-                }
+                shown = self.service.get(request_id)
+                if not self._may_see(peer, shown):
+                    return _error(f"{peer.user} may see only their own requests")
+                return {"ok": True, "request": asdict(shown), "events": self.service.events(request_id)}
             if op == "adopt":
                 # The agent hands over a torn-down tunnel's address: root or approvers only.
                 if not self.may_decide(peer):

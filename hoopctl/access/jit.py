@@ -275,6 +275,10 @@ class AccessService:
         )
         return AccessRequest(*row, approvers=approvers)
 
+    def filed_by(self, request_id: str) -> str | None:
+        """The login that filed a request (None for requests older than this record)."""
+        return self._filed_by(self.store, request_id)
+
     def _filed_by(self, db: Store, request_id: str) -> str | None:
         rows = db.query(
             "SELECT detail FROM access_events WHERE request_id=? AND kind='requested'", request_id

@@ -153,3 +153,16 @@ def test_root_may_approve_a_request_it_filed_with_someone_elses_token(api, servi
     root = Peer(0, 0, 0, "root", frozenset({"root"}))
     request_id = file_request(api, root, authority.issue("carol", "appdb", "reader", 600))
     assert api.handle(root, {"op": "approve", "id": request_id})["ok"]
+
+
+def test_only_approvers_see_every_request(api, service, authority):
+    # A held statement's text goes into its request: others may see only their own requests.
+    mallory = Peer(1003, 1003, 1003, "mallory", frozenset({"mallory"}))
+    carols = file_request(api, BOB, authority.issue("carol", "appdb", "reader", 600))
+    mine = api.handle(mallory, {"op": "request", "role": "writer", "duration_s": 60, "reason": "mine"})
+    assert mine["ok"], mine
+    listed = api.handle(mallory, {"op": "list"})["requests"]
+    assert [r["id"] for r in listed] == [mine["request"]["id"]]
+    assert not api.handle(mallory, {"op": "show", "id": carols})["ok"]
+    # Bob filed carol's request, and is an approver: he sees both.
+    assert {r["id"] for r in api.handle(BOB, {"op": "list"})["requests"]} == {carols, mine["request"]["id"]}
