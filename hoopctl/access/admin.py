@@ -81,14 +81,17 @@ class AdminAPI:
     def may_decide(self, peer: Peer) -> bool:
         return peer.uid == 0 or self.approver_group in peer.groups
 
-    def _may_see(self, peer: Peer, request: Any) -> bool:
+    def _visible(self, peer: Peer, requests: list[Any]) -> list[Any]:
         """Approvers see every request; others only those for their login (or an agent of
         theirs) or that they filed: a held statement's text can hold what others must not read."""
         if self.may_decide(peer):
-            return True
-        if request.requester.split(PRINCIPAL_SEPARATOR)[0] == peer.user:
-            return True
-        return self.service.filed_by(request.id) == peer.user
+            return requests
+        filers = self.service.filers()
+        return [
+            r
+            for r in requests
+            if r.requester.split(PRINCIPAL_SEPARATOR)[0] == peer.user or filers.get(r.id) == peer.user
+        ]
 
     def handle(self, peer: Peer, req: dict[str, Any]) -> dict[str, Any]:
         op = req.get("op")
@@ -96,12 +99,12 @@ class AdminAPI:
             if op == "request":
                 return self._request(peer, req)
             if op == "list":
-                found = [r for r in self.service.list(req.get("status")) if self._may_see(peer, r)]
+                found = self._visible(peer, self.service.list(req.get("status")))
                 return {"ok": True, "requests": [asdict(r) for r in found]}
             if op == "show":
                 request_id = str(req.get("id", ""))
                 shown = self.service.get(request_id)
-                if not self._may_see(peer, shown):
+                if not self._visible(peer, [shown]):
                     return _error(f"{peer.user} may see only their own requests")
                 return {"ok": True, "request": asdict(shown), "events": self.service.events(request_id)}
             if op == "adopt":

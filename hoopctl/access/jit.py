@@ -275,9 +275,10 @@ class AccessService:
         )
         return AccessRequest(*row, approvers=approvers)
 
-    def filed_by(self, request_id: str) -> str | None:
-        """The login that filed a request (None for requests older than this record)."""
-        return self._filed_by(self.store, request_id)
+    def filers(self) -> dict[str, str | None]:
+        """Request id -> the login that filed it, for every request, in one read."""
+        rows = self.store.query("SELECT request_id, detail FROM access_events WHERE kind='requested'")
+        return {r[0]: json.loads(r[1]).get("filed_by") for r in rows}
 
     def _filed_by(self, db: Store, request_id: str) -> str | None:
         rows = db.query(

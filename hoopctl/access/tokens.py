@@ -62,9 +62,10 @@ class Credential:
     roles: tuple[str, ...]
     expires_at: float
     max_statements: int | None = None
-    # Every attenuation that narrowed the role also named the agent (caveats in the order
-    # identity, role, identity, role...): see narrowed_in_place.
-    named_as_issued: bool = True
+    # Its role was narrowed (at some step) without a name of its own: it is its parent with
+    # less, and the parent's grants are not for it (nor may it name itself into a sibling's).
+    # See principal_of.
+    narrowed_in_place: bool = False
 
     @property
     def principal(self) -> str:
@@ -72,13 +73,6 @@ class Credential:
         token was issued to. A nested agent names itself, so its name alone proves nothing:
         `ci-job>helper` is the job's helper, and nobody else can be it."""
         return PRINCIPAL_SEPARATOR.join(self.chain)
-
-    @property
-    def narrowed_in_place(self) -> bool:
-        """Its role was narrowed (at some step) without a name of its own: it is its parent
-        with less, and the parent's grants are not for it (nor may it name itself into a
-        sibling's)."""
-        return not self.named_as_issued
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,5 +353,5 @@ class TokenAuthority:
             roles=tuple(roles),
             expires_at=expires_at,
             max_statements=max_statements,
-            named_as_issued=principal_of(fields)[1],
+            narrowed_in_place=not principal_of(fields)[1],
         )

@@ -503,7 +503,7 @@ class SessionRecording:
             self._recorder._unsynced.discard(self)
         return self.fsync()
 
-    def journal_failed(self, exc: OSError) -> None:
+    def durability_lost(self, exc: OSError) -> None:
         """Fail the session: records cannot be made durable any more (the journal failed,
         or a checkpoint's fsync did). Its sealed results go to the file first: the
         ledger's count includes them."""
@@ -904,16 +904,16 @@ class Recorder:
             try:
                 self._journal.commit()
             except OSError as exc:
-                self._journal_failed(exc, sessions)
+                self._durability_lost(exc, sessions, f"the recordings journal failed: {_why(exc)}")
         return wrote
 
-    def _journal_failed(self, exc: OSError, sessions: list[SessionRecording]) -> None:
-        # Nothing is durable any more: new sessions are refused, and each open one
-        # refuses its next statement.
+    def _durability_lost(self, exc: OSError, sessions: list[SessionRecording], why: str) -> None:
+        # Nothing can be made durable any more: new sessions are refused, and each open
+        # one refuses its next statement.
         self._failed = exc
         for rec in sessions:
-            rec.journal_failed(exc)
-        log.error("the recordings journal failed: %s", _why(exc))
+            rec.durability_lost(exc)
+        log.error("%s", why)
 
     def _checkpoint(self, sessions: list[SessionRecording]) -> None:
         """fsync the session files written since the last checkpoint, after switching
@@ -924,7 +924,7 @@ class Recorder:
         try:
             self._journal.switch()
         except OSError as exc:
-            self._journal_failed(exc, sessions)
+            self._durability_lost(exc, sessions, f"the recordings journal failed: {_why(exc)}")
             return
         failed: OSError | None = None
         for rec in list(self._unsynced):
@@ -935,10 +935,10 @@ class Recorder:
             # session stops, as PostgreSQL stops after a failed fsync: sessions that went on
             # would grow a journal that can no longer be emptied, without bound.
             self._pinned = True
-            self._failed = self._failed or failed
-            for rec in sessions:
-                rec.journal_failed(failed)
-            log.error("a session file could not be made durable: every session stops; the journal is kept")
+            first = self._failed  # a failure reported earlier stays the recorder's
+            why = "a session file could not be made durable: every session stops; the journal is kept"
+            self._durability_lost(failed, sessions, why)
+            self._failed = first or failed
 
     # -- recovery -----------------------------------------------------------------
 

@@ -620,11 +620,7 @@ class Session:
         verdict = None if problem else self._verdict(self.policy.check_query, sql)
         if verdict is not None and not verdict.allowed:
             problem = self._maybe_hold(sql, verdict)
-        elif (
-            verdict is not None
-            and "copy" in verdict.classes
-            and self._unmasked_copy_out(sql, verdict.classes)
-        ):
+        elif verdict is not None and "copy" in verdict.classes and self._unmasked_copy_out(sql):
             self._record(sql, None, False, COPY_OUT_RULE, "simple")
             self._refuse_simple(COPY_OUT_REFUSED, out, hint=COPY_OUT_HINT)
             return
@@ -640,11 +636,12 @@ class Session:
         self._pending.append(Pending(Kind.QUERY, h))
         out.append(raw)
 
-    def _unmasked_copy_out(self, sql: str, classes: frozenset[str]) -> bool:
-        """COPY ... TO STDOUT while masking applies: its data could not be matched to columns,
-        so it is refused before it runs (a COPY of a DELETE ... RETURNING would still delete)."""
-        # A text that does not parse (one the gateway is unsure of, at Bind) counts as one.
-        return self.masking is not None and "copy" in classes and copies_out(sql) is not False
+    def _unmasked_copy_out(self, sql: str) -> bool:
+        """For a statement classified `copy`: is it COPY ... TO STDOUT while masking applies?
+        Its data could not be matched to columns, so it is refused before it runs (a COPY of
+        a DELETE ... RETURNING would still delete). A text that does not parse (one the
+        gateway is unsure of, at Bind) counts as one."""
+        return self.masking is not None and copies_out(sql) is not False
 
     def _refuse_simple(self, message: str, out: list[bytes], code: str = "42501", hint: str = "") -> None:
         err = pw.ErrorResponse.make(code, message, hint=hint).encode()
@@ -675,7 +672,7 @@ class Session:
             self._record(msg.sql, None, False, verdict.rule, "extended")
             self._refuse_extended(problem, out)
             return
-        if self._unmasked_copy_out(msg.sql, classes):
+        if "copy" in classes and self._unmasked_copy_out(msg.sql):
             self._record(msg.sql, None, False, COPY_OUT_RULE, "extended")
             self._refuse_extended(COPY_OUT_REFUSED, out, hint=COPY_OUT_HINT)
             return
@@ -705,9 +702,8 @@ class Session:
             self._refuse_extended(verdict.message, out)
             return
         sql = self._statement_text(msg.statement)
-        if "copy" in verdict.classes and self._unmasked_copy_out(
-            sql, verdict.classes
-        ):  # parsed before a reload brought masking
+        # A COPY parsed before a reload brought masking:
+        if "copy" in verdict.classes and self._unmasked_copy_out(sql):
             self._drop_portal(msg.portal)
             self._record(sql, None, False, COPY_OUT_RULE, "extended")
             self._refuse_extended(COPY_OUT_REFUSED, out, hint=COPY_OUT_HINT)

@@ -134,21 +134,29 @@ def test_revoking_a_parent_ends_its_childrens_access(gw):
         connect(gw, child)
 
 
-def _decide_when_pending(handle, decide):
-    """As an approver would: wait for the held request, then decide through the admin socket."""
+def decide_in_turn(handle, *decisions):
+    """As an approver would: each decision(service, request) on the next held request."""
 
-    def run():
+    def run() -> None:
         service = handle.gateway.broker.service
-        for _ in range(100):
-            pending = service.list("pending")
-            if pending:
-                decide(pending[0].id)
-                return
-            time.sleep(0.02)
+        seen: set[str] = set()
+        for decide in decisions:
+            for _ in range(300):
+                pending = [r for r in service.list("pending") if r.id not in seen]
+                if pending:
+                    seen.add(pending[0].id)
+                    decide(service, pending[0])
+                    break
+                time.sleep(0.02)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
+
+
+def _decide_when_pending(handle, decide):
+    """As an approver would: wait for the held request, then decide(request id) through the admin socket."""
+    return decide_in_turn(handle, lambda service, request: decide(request.id))
 
 
 def test_held_statement_runs_after_approval(gw, items):

@@ -7,8 +7,6 @@ a reload that narrows or removes a role reaches what was bound before it.
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import replace
 
 import pytest
@@ -19,7 +17,7 @@ from hoopctl.gateway import pgwire as pw
 from hoopctl.gateway.policy import Policy
 from hoopctl.gateway.policy.classify import UNKNOWN_GRANT
 from tests.gateway.conftest import DBNAME, _run_gateway, _stop, jit_gateway
-from tests.gateway.test_access_e2e import access_config
+from tests.gateway.test_access_e2e import access_config, decide_in_turn
 from tests.gateway.test_session_pipeline import (
     SYNC,
     bind,
@@ -161,26 +159,6 @@ def holding(base_config, gw_db, tmp_path):
     handle = _run_gateway(config, TokenAuthority(load_key(config.token_key_file)), gw_db)
     yield handle
     _stop(handle)
-
-
-def decide_in_turn(handle, *decisions):
-    """As an approver would: each decision(service, request) on the next held request."""
-
-    def run() -> None:
-        service = handle.gateway.broker.service
-        seen: set[str] = set()
-        for decide in decisions:
-            for _ in range(300):
-                pending = [r for r in service.list("pending") if r.id not in seen]
-                if pending:
-                    seen.add(pending[0].id)
-                    decide(service, pending[0])
-                    break
-                time.sleep(0.02)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
 
 
 def test_a_portal_bound_under_a_held_grant_cannot_run_once_revoked_during_a_later_hold(holding, gw_db):

@@ -382,6 +382,13 @@ def test_the_recording_of_a_bind_pipelined_after_a_parse_that_may_be_skipped_nam
 # ---------------------------------------------------------------- portals bound under a grant
 
 
+def assert_delete_in_p_refused(s, gw_db) -> None:
+    """Portal `p`, a DELETE bound under the grant, is refused now; COMMIT; nothing was deleted."""
+    assert errors(exchange(s, execute("p") + SYNC)) == ["42501"]
+    exchange(s, query("COMMIT"))
+    assert gw_db.psql("SELECT count(*) FROM pipeline_jit", DBNAME) == "2", "the DELETE ran after the grant"
+
+
 @pytest.mark.parametrize("forgotten", [False, True], ids=["known-portal", "portal-after-a-query"])
 def test_a_portal_bound_under_a_grant_cannot_run_after_the_grant_ends(granted, gw_db, forgotten):
     s = raw_login(granted, granted.token(role="reader", identity="oncall"))
@@ -390,9 +397,7 @@ def test_a_portal_bound_under_a_grant_cannot_run_after_the_grant_ends(granted, g
     if forgotten:  # a simple Query makes the gateway forget the portal's Bind
         exchange(s, query("SELECT 1"))
     granted.revoke()
-    assert errors(exchange(s, execute("p") + SYNC)) == ["42501"]
-    exchange(s, query("COMMIT"))
-    assert gw_db.psql("SELECT count(*) FROM pipeline_jit", DBNAME) == "2", "the DELETE ran after the grant"
+    assert_delete_in_p_refused(s, gw_db)
     # Reads still run: only what the grant gave is gone.
     assert errors(exchange(s, parse("r", "SELECT 1") + bind("", "r") + execute("") + SYNC)) == []
     refused = [r for r in statements(granted, "oncall") if not r["allowed"]]
@@ -419,9 +424,7 @@ def test_a_portal_of_the_unnamed_statement_is_judged_by_what_it_ran_not_what_it_
     # The unnamed statement is replaced by a read; the portal still runs the DELETE.
     assert errors(exchange(s, parse("", "SELECT 1") + SYNC)) == []
     granted.revoke()
-    assert errors(exchange(s, execute("p") + SYNC)) == ["42501"]
-    exchange(s, query("COMMIT"))
-    assert gw_db.psql("SELECT count(*) FROM pipeline_jit", DBNAME) == "2", "the DELETE ran after the grant"
+    assert_delete_in_p_refused(s, gw_db)
 
 
 def test_a_portal_the_gateway_dropped_but_the_database_kept_is_judged_again(granted, gw_db):
@@ -433,9 +436,7 @@ def test_a_portal_the_gateway_dropped_but_the_database_kept_is_judged_again(gran
     # ROLLBACK TO SAVEPOINT clears the error the refusal caused.
     assert errors(exchange(s, bind("p", "nosuch") + SYNC)) == ["42501"]
     assert errors(exchange(s, extended("ROLLBACK TO SAVEPOINT s"))) == []
-    assert errors(exchange(s, execute("p") + SYNC)) == ["42501"]
-    exchange(s, query("COMMIT"))
-    assert gw_db.psql("SELECT count(*) FROM pipeline_jit", DBNAME) == "2", "the DELETE ran after the grant"
+    assert_delete_in_p_refused(s, gw_db)
 
 
 def test_a_close_the_database_skipped_does_not_free_a_portal_from_its_judgment(granted, gw_db):
@@ -447,9 +448,7 @@ def test_a_close_the_database_skipped_does_not_free_a_portal_from_its_judgment(g
     assert errors(exchange(s, failing)) == ["22012"]
     assert errors(exchange(s, extended("ROLLBACK TO SAVEPOINT s"))) == []
     granted.revoke()
-    assert errors(exchange(s, execute("p") + SYNC)) == ["42501"]
-    exchange(s, query("COMMIT"))
-    assert gw_db.psql("SELECT count(*) FROM pipeline_jit", DBNAME) == "2", "the DELETE ran after the grant"
+    assert_delete_in_p_refused(s, gw_db)
 
 
 def test_an_idle_ready_for_query_answering_an_earlier_sync_does_not_reset_a_later_forget(granted, gw_db):
@@ -465,9 +464,7 @@ def test_an_idle_ready_for_query_answering_an_earlier_sync_does_not_reset_a_late
     )
     assert errors(exchange(s, batch, count=4)) == []
     granted.revoke()
-    assert errors(exchange(s, execute("p") + SYNC)) == ["42501"]
-    exchange(s, query("COMMIT"))
-    assert gw_db.psql("SELECT count(*) FROM pipeline_jit", DBNAME) == "2", "the DELETE ran after the grant"
+    assert_delete_in_p_refused(s, gw_db)
 
 
 def test_a_cursor_declared_under_a_grant_cannot_write_at_its_fetch_after_the_grant(granted, gw_db):
